@@ -1,0 +1,56 @@
+"""harvester: bulk and incremental harvesting of Plum VoiceTrends Diagnostic Flow data.
+
+The public API, for use from Python as well as through the ``harvester`` command::
+
+    from harvester import load_config, harvest, pull_plan
+
+    config = load_config(Path("config.toml"))
+    summary = await harvest(
+        config, lambda index: pull_plan(config.harvest.phones, start, end, config.harvest.window)
+    )
+
+Names are imported lazily (PEP 562) so that ``harvester --help`` does not pay for pyarrow,
+duckdb and aiohttp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Config": "harvester.config",
+    "load_config": "harvester.config",
+    "Job": "harvester.jobs",
+    "Grain": "harvester.jobs",
+    "Plan": "harvester.plan",
+    "pull_plan": "harvester.plan",
+    "sync_plan": "harvester.plan",
+    "harvest": "harvester.scheduler",
+    "RunSummary": "harvester.scheduler",
+    "QuotaGate": "harvester.gate",
+    "Store": "harvester.store",
+    "connect": "harvester.views",
+    "HarvesterError": "harvester.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from harvester.config import Config, load_config
+    from harvester.errors import HarvesterError
+    from harvester.gate import QuotaGate
+    from harvester.scheduler import RunSummary, harvest
+    from harvester.jobs import Grain, Job
+    from harvester.plan import Plan, pull_plan, sync_plan
+    from harvester.store import Store
+    from harvester.views import connect
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harvester' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,68 @@
+"""The one exception tree of the harvester, and what each branch means to a user.
+
+    HarvesterError                 base; exit code 1 unless a subclass says otherwise
+    ├── UsageError                 bad flag, config value or SQL: exit 2, nothing sent or written
+    │   └── ConfigError            a config file problem (names the key)
+    ├── StoreError                 the store cannot be used as asked: exit 2
+    │   └── StoreLockedError       another harvester holds the store's lock (names its pid/host)
+    ├── CredentialsError           the API rejected the credentials (401) or they expired: exit 3
+    ├── ReplyError                 invalid reply body; retried, then quarantined
+    ├── JobFailed                  a job failed for good (400/405, retries spent); run goes on
+    └── Interrupted                SIGINT/SIGTERM after a clean stop: exit 130
+
+Library code raises these; only the CLI (``harvester.cli``) turns them into exit codes and one-line
+messages. Messages never contain secrets: credentials are redacted where they are produced.
+"""
+
+from __future__ import annotations
+
+
+class HarvesterError(Exception):
+    """Base of every error the harvester raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UsageError(HarvesterError):
+    """The user asked for something impossible; detected before any request or write."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A config file key or value is wrong. The message names the key."""
+
+
+class StoreError(HarvesterError):
+    """The store folder cannot be used (not a directory, not writable, wrong grain...)."""
+
+    exit_code = 2
+
+
+class StoreLockedError(StoreError):
+    """Another live harvester process holds the store's write lock."""
+
+
+class CredentialsError(HarvesterError):
+    """The API answered 401: credentials invalid, expired or the account inactive."""
+
+    exit_code = 3
+
+
+class ReplyError(HarvesterError):
+    """A reply body is not a valid Diagnostic Flow answer (not JSON, wrong shape, bad counts)."""
+
+
+class JobFailed(HarvesterError):
+    """One job failed for good; carries the reason that goes into the ledger."""
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Interrupted(HarvesterError):
+    """Stopped by SIGINT/SIGTERM after finishing or abandoning in-flight work cleanly."""
+
+    exit_code = 130

@@ -1,0 +1,208 @@
+"""Plans: which jobs a pull or a sync runs, and what that costs in quota and time.
+
+A plan is a set of per-phone date ranges, never a list of jobs: jobs stream out of it window by
+window, so a ten-year plan over five hundred numbers costs no memory. The same functions drive
+``harvester plan`` (which only counts) and ``pull``/``sync`` (which run the jobs), so the plan's
+request count is by construction the number of jobs the run will send at least once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal, Protocol
+
+from harvester.jobs import Grain, Job, period_start, windows, windows_newest_first
+
+Command = Literal["pull", "sync"]
+JobState = Literal["done", "failed"]
+
+
+class JobIndex(Protocol):
+    """What a plan needs to know of the store's ledger (implemented by the store)."""
+
+    def state(self, key: tuple[str, dt.date]) -> JobState | None:
+        """``done``, ``failed`` or None (never recorded)."""
+        ...
+
+    def done_window(self, key: tuple[str, dt.date]) -> tuple[dt.date, dt.date] | None:
+        """The window (start, end) of the job's current *done* record, else None."""
+        ...
+
+    def last_done_end(self, phone: str) -> dt.date | None:
+        """The latest ``window_end`` among the phone's done jobs."""
+        ...
+
+
+@dataclass(frozen=True)
+class PhoneRange:
+    """The dates one phone's jobs cover; jobs from ``refetch_from`` on run even when done."""
+
+    phone: str
+    start: dt.date
+    end: dt.date
+    refetch_from: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pull or sync: per-phone ranges, a window grain and an order."""
+
+    command: Command
+    ranges: tuple[PhoneRange, ...]
+    grain: Grain
+    newest_first: bool
+    only_failed: bool = False
+
+    @property
+    def phones(self) -> tuple[str, ...]:
+        return tuple(r.phone for r in self.ranges)
+
+    @property
+    def span(self) -> tuple[dt.date, dt.date] | None:
+        """The earliest start and latest end over all phones, or None for an empty plan."""
+        live = [r for r in self.ranges if r.start <= r.end]
+        if not live:
+            return None
+        return min(r.start for r in live), max(r.end for r in live)
+
+    def jobs(self) -> Iterator[Job]:
+        """Every job of the plan (done or not), streamed in the plan's order."""
+        span = self.span
+        if span is None:
+            return
+        source = windows_newest_first if self.newest_first else windows
+        live = [r for r in self.ranges if r.start <= r.end]
+        for period, window_start, window_end in source(span[0], span[1], self.grain):
+            for r in live:
+                start, end = max(window_start, r.start), min(window_end, r.end)
+                if start <= end:
+                    yield Job(r.phone, period, start, end, self.grain)
+
+    def pending(self, index: JobIndex) -> Iterator[Job]:
+        """The jobs that must be sent: not yet done, or due for a re-fetch."""
+        for job in self.jobs():
+            if self.is_pending(job, index.state(job.key), index):
+                yield job
+
+    def is_pending(self, job: Job, state: JobState | None, index: JobIndex) -> bool:
+        """Whether ``job`` (whose ledger state is ``state``) must be sent by this plan."""
+        if self.only_failed:
+            return state == "failed"
+        if state is None:
+            return True
+        since = self._refetch_from.get(job.phone)
+        if since is not None and job.window_end >= since:
+            return True
+        # a clipped window fetched earlier that now covers more days is fetched again
+        return state == "done" and _grew(index.done_window(job.key), job)
+
+    @cached_property
+    def _refetch_from(self) -> dict[str, dt.date | None]:
+        return {r.phone: r.refetch_from for r in self.ranges}
+
+
+def _grew(held: tuple[dt.date, dt.date] | None, job: Job) -> bool:
+    return held is not None and (job.window_start < held[0] or job.window_end > held[1])
+
+
+def pull_plan(
+    phones: tuple[str, ...],
+    start: dt.date,
+    end: dt.date,
+    grain: Grain,
+    *,
+    newest_first: bool = False,
+    only_failed: bool = False,
+    refetch: bool = False,
+) -> Plan:
+    """The one-shot historical pull of ``start..end`` for every phone."""
+    ranges = tuple(PhoneRange(p, start, end, start if refetch else None) for p in phones)
+    return Plan("pull", ranges, grain, newest_first, only_failed)
+
+
+def sync_plan(
+    phones: tuple[str, ...],
+    harvest_start: dt.date,
+    yesterday: dt.date,
+    grain: Grain,
+    lookback_days: int,
+    index: JobIndex,
+    *,
+    newest_first: bool = True,
+) -> Plan:
+    """Incremental: per phone, from where its data ends (minus the lookback) through yesterday.
+
+    Example: data through 09-10, today 09-12, lookback 2: fetch 09-09, 09-10 and 09-11. A phone
+    with no data yet starts at ``harvest_start``. The range start is aligned to its window's
+    period so that a week or month is re-fetched whole, never clipped into a partial replacement.
+    """
+    ranges = []
+    for phone in phones:
+        last = index.last_done_end(phone)
+        if last is None:
+            start = harvest_start
+        else:
+            first_new = last + dt.timedelta(days=1)
+            start = max(harvest_start, first_new - dt.timedelta(days=lookback_days))
+            start = max(harvest_start, period_start(start, grain))
+        ranges.append(PhoneRange(phone, start, yesterday, refetch_from=start))
+    return Plan("sync", tuple(ranges), grain, newest_first)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a number of requests costs at the quota."""
+
+    requests: int
+    windows: int
+    seconds: float
+
+    @classmethod
+    def of(cls, requests: int, budget_per_window: int, window_seconds: float) -> Cost:
+        """Requests go out at the start of each window until its budget is spent.
+
+        The last window needs only its share of requests, so the wall time is the full windows
+        before it plus a pro-rated slice (at least the first window is assumed to start now).
+        """
+        if requests <= 0:
+            return cls(0, 0, 0.0)
+        windows_needed = math.ceil(requests / budget_per_window)
+        seconds = (windows_needed - 1) * window_seconds
+        return cls(requests, windows_needed, seconds)
+
+
+@dataclass(frozen=True)
+class PlanCount:
+    """Counts of one plan against the store."""
+
+    total: int
+    done: int
+    failed: int
+    to_fetch: int
+    refetch: int
+
+
+def count(plan: Plan, index: JobIndex) -> PlanCount:
+    """Walk the plan once, counting jobs by state, without holding them."""
+    total = done = failed = to_fetch = 0
+    for job in plan.jobs():
+        total += 1
+        state = index.state(job.key)
+        if state == "done":
+            done += 1
+        elif state == "failed":
+            failed += 1
+        if plan.is_pending(job, state, index):
+            to_fetch += 1
+    new = total - done - failed
+    refetch = 0 if plan.only_failed else max(0, to_fetch - new)
+    return PlanCount(total, done, failed, to_fetch, refetch)
+
+
+def count_jobs(plan: Plan) -> int:
+    """How many jobs a plan holds in all (for alternatives: no store involved)."""
+    return sum(1 for _ in plan.jobs())

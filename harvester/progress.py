@@ -1,0 +1,171 @@
+"""Progress for long runs: a live bar on a terminal, plain log lines everywhere else.
+
+The ETA comes from the quota, not from a running average: once the harvester is quota-bound the
+only thing that decides when it finishes is how many windows the remaining requests need, and a
+naive average (fast at the start of each window, idle at its end) would swing wildly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harvester.jobs import Job
+
+if TYPE_CHECKING:
+    from harvester.gate import GateSnapshot, QuotaGate
+    from harvester.scheduler import RunSummary
+    from harvester.plan import PlanCount
+
+log = logging.getLogger("harvester")
+
+# Plain-log mode: one status line at most this often, so cron mails stay readable.
+LOG_INTERVAL_SECONDS = 30.0
+
+
+class ProgressSink(Protocol):
+    """What the scheduler reports to; implementations must be cheap (called per job)."""
+
+    def started(self, command: str, counts: PlanCount, gate: QuotaGate) -> None: ...
+
+    def job_finished(self, job: Job, state: str, rows: int) -> None: ...
+
+    def tick(self, summary: RunSummary, gate: GateSnapshot) -> None: ...
+
+    def finished(self, summary: RunSummary) -> None: ...
+
+
+def quota_eta(remaining_requests: int, gate: GateSnapshot, window_seconds: float) -> float:
+    """Seconds until ``remaining_requests`` more requests fit in the quota.
+
+    What the current window still allows goes now; the rest needs whole windows of the
+    per-window budget, the first of which starts at the next reset.
+    """
+    if remaining_requests <= 0:
+        return 0.0
+    budget = max(1, gate.budget_per_window)
+    now_left = max(0, gate.remaining)
+    if remaining_requests <= now_left:
+        return 0.0
+    later = remaining_requests - now_left
+    return max(0.0, gate.reset_in) + (math.ceil(later / budget) - 1) * window_seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``3h 05m``, ``4m 10s`` or ``12s``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+class NullProgress:
+    """Reports nothing (library use, tests)."""
+
+    def started(self, command: str, counts: PlanCount, gate: QuotaGate) -> None:
+        pass
+
+    def job_finished(self, job: Job, state: str, rows: int) -> None:
+        pass
+
+    def tick(self, summary: RunSummary, gate: GateSnapshot) -> None:
+        pass
+
+    def finished(self, summary: RunSummary) -> None:
+        pass
+
+
+class _Status:
+    """The numbers both displays show."""
+
+    def __init__(self, window_seconds: float) -> None:
+        self.window_seconds = window_seconds
+        self.total = 0
+        self.completed = 0
+
+    def line(self, summary: RunSummary, gate: GateSnapshot) -> str:
+        remaining_jobs = max(0, self.total - self.completed)
+        eta = quota_eta(remaining_jobs, gate, self.window_seconds)
+        return (
+            f"requests {summary.requests} · 429s {summary.rate_limited} · "
+            f"window: {gate.remaining} left, resets in {format_duration(gate.reset_in)} · "
+            f"ETA {format_duration(eta)}"
+        )
+
+
+class LogProgress(_Status):
+    """Plain log lines (stdout is not a terminal: cron, CI, pipes)."""
+
+    def __init__(self, window_seconds: float) -> None:
+        super().__init__(window_seconds)
+        self._last = -math.inf
+
+    def started(self, command: str, counts: PlanCount, gate: QuotaGate) -> None:
+        self.total = counts.to_fetch
+        log.info(
+            "%s: %d jobs planned, %d already done, %d to fetch",
+            command,
+            counts.total,
+            counts.done,
+            counts.to_fetch,
+        )
+
+    def job_finished(self, job: Job, state: str, rows: int) -> None:
+        self.completed += 1
+
+    def tick(self, summary: RunSummary, gate: GateSnapshot) -> None:
+        if gate.now - self._last >= LOG_INTERVAL_SECONDS:
+            self._last = gate.now
+            log.info("%d/%d jobs · %s", self.completed, self.total, self.line(summary, gate))
+
+    def finished(self, summary: RunSummary) -> None:
+        pass
+
+
+class BarProgress(_Status):
+    """A live rich progress bar on stderr."""
+
+    def __init__(self, window_seconds: float, console: Console | None = None) -> None:
+        super().__init__(window_seconds)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._progress.add_task("jobs", total=None, status="")
+
+    def started(self, command: str, counts: PlanCount, gate: QuotaGate) -> None:
+        self.total = counts.to_fetch
+        self._progress.update(self._task, description=command, total=counts.to_fetch)
+        self._progress.start()
+
+    def job_finished(self, job: Job, state: str, rows: int) -> None:
+        self.completed += 1
+        self._progress.advance(self._task)
+
+    def tick(self, summary: RunSummary, gate: GateSnapshot) -> None:
+        self._progress.update(self._task, status=self.line(summary, gate))
+
+    def finished(self, summary: RunSummary) -> None:
+        self._progress.stop()
+
+
+def make_progress(window_seconds: float, *, interactive: bool, quiet: bool) -> ProgressSink:
+    """The right display for where output goes."""
+    if quiet:
+        return NullProgress()
+    if interactive:
+        return BarProgress(window_seconds)
+    return LogProgress(window_seconds)

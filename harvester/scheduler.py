@@ -1,0 +1,413 @@
+"""The scheduler: stream a plan's jobs through the quota gate to the API and into the store.
+
+One run = one store lock, one ``aiohttp`` session, one :class:`~harvester.gate.QuotaGate` and
+``concurrency`` workers that pull jobs from a shared iterator (the plan is never materialised).
+Each job loops until it is done or failed for good:
+
+- 200 with a valid body: done (an empty answer is done with zero rows);
+- 200 with an invalid body, 5xx, timeouts, drops: quarantine/retry with capped, jittered backoff,
+  every retry paid from the quota, up to ``api.max_attempts``; then failed;
+- 429: the gate waits for the window the reply names; retried, never counted as an attempt;
+- 400/404/405: failed for good with the server's message; the run goes on;
+- 401: renew the temporary credentials if the config can (single-flight), else stop the run
+  cleanly with :class:`~harvester.errors.CredentialsError` (exit 3), keeping everything fetched.
+
+Results are buffered in the store's writer and flushed in a worker thread every
+``store.flush_jobs`` jobs or ``store.flush_seconds``, so the event loop never waits on fsync.
+A stop request (SIGINT/SIGTERM) lets requests already on the wire finish for a short grace,
+abandons jobs still waiting for quota, flushes, and raises nothing: the summary says it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import random
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aiohttp
+
+from harvester import __version__
+from harvester.client import ApiClient, RawReply, TransportError
+from harvester.clock import Clock, SystemClock
+from harvester.config import Config
+from harvester.credentials import CredentialSource
+from harvester.errors import CredentialsError, ReplyError
+from harvester.gate import QuotaGate
+from harvester.jobs import Job
+from harvester.plan import JobIndex, Plan, count
+from harvester.progress import NullProgress, Progress
+from harvester.reply import parse_reply
+from harvester.store import FetchMeta, Store, StoreWriter
+
+log = logging.getLogger("harvester")
+
+# Retry backoff for 5xx, timeouts, drops and malformed bodies: full jitter over an exponential
+# ramp (1, 2, 4 ... s) capped at one minute, the usual advice for a shared, rate-limited API.
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+# After a stop request, how long requests already on the wire may take to come back.
+STOP_GRACE_SECONDS = 5.0
+# How often the progress display is refreshed.
+PROGRESS_INTERVAL_SECONDS = 0.5
+# Statuses that will not change on a retry: record the job as failed and go on.
+PERMANENT_STATUSES = frozenset({400, 404, 405})
+
+Outcome = Literal["done", "failed"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried (tests shrink the backoff)."""
+
+    max_attempts: int = 6
+    backoff_base: float = BACKOFF_BASE_SECONDS
+    backoff_cap: float = BACKOFF_CAP_SECONDS
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter exponential backoff before attempt ``attempt + 1``."""
+        return rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+
+
+@dataclass
+class RunSummary:
+    """What a pull or sync did; ``exit_code`` follows the contract."""
+
+    command: str
+    run_id: str
+    planned: int = 0
+    already_done: int = 0
+    to_fetch: int = 0
+    done: int = 0
+    failed: list[tuple[Job, str]] = field(default_factory=list)
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    elapsed_seconds: float = 0.0
+    stopped: Literal["interrupted", "credentials"] | None = None
+    message: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped == "credentials":
+            return 3
+        if self.stopped == "interrupted":
+            return 130
+        return 1 if self.failed else 0
+
+    @property
+    def pending(self) -> int:
+        """Jobs of this run neither done nor failed (a stopped run leaves some)."""
+        return max(0, self.to_fetch - self.done - len(self.failed))
+
+    def to_json(self) -> str:
+        """The machine-readable summary printed by ``--json``."""
+        return json.dumps(
+            {
+                "command": self.command,
+                "run_id": self.run_id,
+                "exit_code": self.exit_code,
+                "planned": self.planned,
+                "already_done": self.already_done,
+                "to_fetch": self.to_fetch,
+                "done": self.done,
+                "failed": [
+                    {
+                        "phone": j.phone,
+                        "window_start": j.window_start.isoformat(),
+                        "window_end": j.window_end.isoformat(),
+                        "reason": reason,
+                    }
+                    for j, reason in self.failed
+                ],
+                "pending": self.pending,
+                "requests": self.requests,
+                "rate_limited": self.rate_limited,
+                "retries": self.retries,
+                "rows": self.rows,
+                "quarantined": self.quarantined,
+                "elapsed_seconds": round(self.elapsed_seconds, 3),
+                "stopped": self.stopped,
+                "message": self.message,
+            }
+        )
+
+
+def new_run_id(clock: Clock) -> str:
+    """A sortable, unique run id: UTC time plus a random suffix."""
+    stamp = dt.datetime.fromtimestamp(clock.wall(), dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+async def harvest(
+    config: Config,
+    plan_for: Callable[[JobIndex], Plan],
+    *,
+    clock: Clock | None = None,
+    session: aiohttp.ClientSession | None = None,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+    retry: RetryPolicy | None = None,
+) -> RunSummary:
+    """Run a pull or sync to completion (or a clean stop) and return its summary.
+
+    ``plan_for`` builds the plan from the store's ledger once the lock is held (a sync needs to
+    know where each phone's data ends). Raises StoreError/StoreLockedError before sending
+    anything if the store cannot be written.
+    """
+    clock = clock or SystemClock()
+    store = Store(config.store.path)
+    run_id = new_run_id(clock)
+    store.ensure_writable(config.harvest.window)
+    with store.lock(run_id):
+        index = store.job_index()
+        plan = plan_for(index)
+        run = _Run(
+            config,
+            plan,
+            index,
+            store,
+            run_id,
+            clock=clock,
+            progress=progress or NullProgress(),
+            stop=stop or asyncio.Event(),
+            retry=retry or RetryPolicy(max_attempts=config.api.max_attempts),
+        )
+        if session is not None:
+            summary = await run.run(session)
+        else:
+            connector = aiohttp.TCPConnector(limit=config.api.concurrency)
+            async with aiohttp.ClientSession(connector=connector) as own:
+                summary = await run.run(own)
+        if config.store.auto_compact and store.needs_compaction():
+            await asyncio.to_thread(store.compact)
+    return summary
+
+
+class _Run:
+    """The state of one run; private to this module."""
+
+    def __init__(
+        self,
+        config: Config,
+        plan: Plan,
+        index: JobIndex,
+        store: Store,
+        run_id: str,
+        *,
+        clock: Clock,
+        progress: Progress,
+        stop: asyncio.Event,
+        retry: RetryPolicy,
+    ) -> None:
+        self.config = config
+        self.plan = plan
+        self.index = index
+        self.store = store
+        self.clock = clock
+        self.progress = progress
+        self.stop = stop
+        self.retry = retry
+        self.rng = random.Random()
+        self.summary = RunSummary(plan.command, run_id)
+        self.gate = QuotaGate(
+            limit=config.quota.limit,
+            window_seconds=config.quota.window_seconds,
+            reserve=config.quota.reserve,
+            concurrency=config.api.concurrency,
+            clock=clock,
+        )
+        self.credentials = CredentialSource(config.api, clock)
+        self.writer: StoreWriter = store.writer(
+            run_id,
+            flush_jobs=config.store.flush_jobs,
+            flush_seconds=config.store.flush_seconds,
+        )
+        self.flush_wanted = asyncio.Event()
+        self.flush_lock = asyncio.Lock()
+        self.sending: set[asyncio.Task[None]] = set()
+        self.fatal: CredentialsError | None = None
+
+    async def run(self, session: aiohttp.ClientSession) -> RunSummary:
+        started = self.clock.monotonic()
+        counts = count(self.plan, self.index)
+        s = self.summary
+        s.planned, s.to_fetch = counts.total, counts.to_fetch
+        s.already_done = counts.done
+        self.progress.started(self.plan.command, counts, self.gate)
+        client = ApiClient(session, self.config.api.base_url, self.config.api.timeout_seconds)
+        jobs = self.plan.pending(self.index)
+        workers = [
+            asyncio.create_task(self._worker(jobs, client))
+            for _ in range(self.config.api.concurrency)
+        ]
+        helpers = [
+            asyncio.create_task(self._flusher()),
+            asyncio.create_task(self._ticker()),
+        ]
+        watcher = asyncio.create_task(self._watch_stop(workers))
+        try:
+            await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            watcher.cancel()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(watcher, *helpers, return_exceptions=True)
+            async with self.flush_lock:
+                await asyncio.to_thread(self.writer.close)
+        if self.fatal is not None:
+            s.stopped, s.message = "credentials", str(self.fatal)
+        elif self.stop.is_set():
+            s.stopped = "interrupted"
+        s.elapsed_seconds = self.clock.monotonic() - started
+        self.progress.finished(s)
+        return s
+
+    async def _watch_stop(self, workers: list[asyncio.Task[None]]) -> None:
+        """On a stop request: abandon jobs waiting for quota, give requests on the wire a grace."""
+        await self.stop.wait()
+        for task in workers:
+            if task not in self.sending:
+                task.cancel()
+        deadline = self.clock.monotonic() + STOP_GRACE_SECONDS
+        while any(not t.done() for t in workers) and self.clock.monotonic() < deadline:
+            await self.clock.sleep(0.05)
+        for task in workers:
+            task.cancel()
+
+    def request_stop(self, reason: CredentialsError | None = None) -> None:
+        if reason is not None and self.fatal is None:
+            self.fatal = reason
+        self.stop.set()
+
+    async def _worker(self, jobs: Iterator[Job], client: ApiClient) -> None:
+        for job in jobs:
+            if self.stop.is_set():
+                return
+            try:
+                await self._run_job(job, client)
+            except CredentialsError as exc:
+                self.request_stop(exc)
+                return
+            if self.writer.flush_due():
+                self.flush_wanted.set()
+
+    async def _run_job(self, job: Job, client: ApiClient) -> None:
+        attempts = 0
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            credentials = await self.credentials.current(client.session)
+            async with self.gate.request() as permit:
+                if self.stop.is_set():
+                    return  # abandoned before sending: still pending, the next run resumes it
+                self.sending.add(task)
+                attempts += 1
+                self.summary.requests += 1
+                try:
+                    reply: RawReply | None = await client.get(job.path, credentials)
+                    transport_error = None
+                except TransportError as exc:
+                    reply, transport_error = None, str(exc)
+                finally:
+                    self.sending.discard(task)
+                if reply is not None:
+                    permit.observe(reply.status, reply.headers)
+            if reply is None:
+                reason = f"transport: {transport_error}"
+            elif reply.status == 200:
+                try:
+                    parsed = parse_reply(reply.body)
+                except ReplyError as exc:
+                    reason = f"invalid reply: {exc}"
+                    self.summary.quarantined += 1
+                    if attempts >= self.retry.max_attempts:
+                        self._failed(job, reason, reply, attempts, quarantine=True)
+                        return
+                    self.writer.record_failed(
+                        job, reason, reply.body, self._meta(job, reply, attempts), True
+                    )
+                else:
+                    self.writer.record_done(
+                        job, parsed, reply.body, self._meta(job, reply, attempts)
+                    )
+                    self.summary.done += 1
+                    self.summary.rows += len(parsed)
+                    self.progress.job_finished(job, "done", len(parsed))
+                    return
+            elif reply.status == 429:
+                self.summary.rate_limited += 1
+                attempts -= 1  # the gate waits for the reset; a 429 never counts as an attempt
+                continue
+            elif reply.status == 401:
+                await self.credentials.renew(client.session, stale=credentials)
+                attempts -= 1
+                continue
+            elif reply.status in PERMANENT_STATUSES:
+                self._failed(job, f"HTTP {reply.status}: {_error_message(reply)}", reply, attempts)
+                return
+            else:
+                reason = f"HTTP {reply.status}: {_error_message(reply)}"
+            if attempts >= self.retry.max_attempts:
+                self._failed(job, f"{reason} (after {attempts} attempts)", reply, attempts)
+                return
+            self.summary.retries += 1
+            log.debug("retrying %s after %s", job.path, reason)
+            await self.clock.sleep(self.retry.delay(attempts, self.rng))
+
+    def _failed(
+        self,
+        job: Job,
+        reason: str,
+        reply: RawReply | None,
+        attempts: int,
+        *,
+        quarantine: bool = False,
+    ) -> None:
+        body = reply.body if reply is not None else None
+        self.writer.record_failed(job, reason, body, self._meta(job, reply, attempts), quarantine)
+        self.summary.failed.append((job, reason))
+        self.progress.job_finished(job, "failed", 0)
+        log.warning(
+            "job failed: %s %s..%s: %s", job.phone, job.window_start, job.window_end, reason
+        )
+
+    def _meta(self, job: Job, reply: RawReply | None, attempts: int) -> FetchMeta:
+        return FetchMeta(
+            fetched_at=dt.datetime.fromtimestamp(self.clock.wall(), dt.UTC),
+            attempts=attempts,
+            http_status=reply.status if reply is not None else None,
+            request_path=job.path,
+            harvester_version=__version__,
+        )
+
+    async def _flusher(self) -> None:
+        """Flush in a worker thread when a batch is full or ``flush_seconds`` have passed."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush_wanted.wait(), self.config.store.flush_seconds)
+            self.flush_wanted.clear()
+            async with self.flush_lock:
+                await asyncio.to_thread(self.writer.flush)
+
+    async def _ticker(self) -> None:
+        while True:
+            self.progress.tick(self.summary, self.gate.snapshot())
+            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+
+
+def _error_message(reply: RawReply) -> str:
+    """The API's ``{"error": ...}`` text, shortened; a placeholder when there is none."""
+    try:
+        message = json.loads(reply.body).get("error")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        message = None
+    return str(message)[:200] if message else "no error message"

@@ -1,0 +1,204 @@
+"""What a store holds, from its ledger alone: ``harvester status`` and ``Store.status()``.
+
+Why only the ledger: a ledger record carries the row count of its fetch, so rows, coverage and
+gaps never need the data files (10 M rows), only ~550,000 small records read once into a DuckDB
+temp table; files and bytes come from a directory walk. That keeps status well under 2 s on a
+store of that size while a pull writes.
+
+Counting rules: a job counts as done or failed by its *latest* record; rows, coverage and gaps
+count the *visible* fetch (latest done record), so a job whose re-fetch failed still covers its
+days. Gaps are the day ranges inside a phone's covered span that no visible fetch covers; gaps
+against a plan (days never planned or not yet fetched) are the plan's business:
+:meth:`Store.job_index` answers per job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from harvester.store import schema as s
+from harvester.store.lock import LockHolder, read_lock
+from harvester.store.views import connect_base, retry_read
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneStatus:
+    """One phone's (or ``ALL``'s) share of the store."""
+
+    phone: str
+    jobs_done: int
+    jobs_failed: int
+    rows: int
+    first_day: dt.date | None
+    last_day: dt.date | None
+    gaps: tuple[tuple[dt.date, dt.date], ...]
+    last_fetched_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """The last run that recorded jobs (by when its records were written)."""
+
+    run_id: str
+    first_fetched_at: dt.datetime
+    last_fetched_at: dt.datetime
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """A store's content in numbers; ``files``/``bytes`` are keyed data, raw, ledger."""
+
+    path: Path
+    grain: str | None
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    jobs_quarantined: int = 0
+    rows: int = 0
+    phones: tuple[PhoneStatus, ...] = ()
+    files: dict[str, int] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+    last_run: RunInfo | None = None
+    locked_by: LockHolder | None = None
+    needs_compaction: bool = False
+
+    @property
+    def gap_days(self) -> int:
+        return sum((end - start).days + 1 for p in self.phones for start, end in p.gaps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (dates and datetimes as ISO strings, paths as strings)."""
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+_PER_PHONE = """
+WITH latest AS (
+    SELECT phone, count(*) FILTER (WHERE state = 'done') AS done,
+           count(*) FILTER (WHERE state = 'failed') AS failed,
+           count(*) FILTER (WHERE state = 'failed' AND quarantined) AS quarantined
+    FROM (SELECT phone, state, quarantined FROM l
+          QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1)
+    GROUP BY phone
+), visible AS (
+    SELECT phone, CAST(sum(rows) AS BIGINT) AS rows, min(window_start) AS first_day,
+           max(window_end) AS last_day, max(fetched_at) AS last_fetched_at
+    FROM c GROUP BY phone
+)
+SELECT latest.phone, done, failed, quarantined, coalesce(rows, 0), first_day, last_day,
+       last_fetched_at
+FROM latest LEFT JOIN visible USING (phone)
+ORDER BY latest.phone
+"""
+
+# Gaps and islands: sort a phone's visible windows by start; a gap opens wherever a window starts
+# more than a day after every earlier window has ended.
+_GAPS = """
+SELECT phone, prev_end + 1 AS gap_start, window_start - 1 AS gap_end
+FROM (
+    SELECT phone, window_start,
+           max(window_end) OVER (PARTITION BY phone ORDER BY window_start, window_end
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
+    FROM c
+)
+WHERE prev_end IS NOT NULL AND window_start > prev_end + 1
+ORDER BY phone, gap_start
+"""
+
+_LAST_RUN = """
+SELECT run_id, min(fetched_at), max(fetched_at), count(*)
+FROM l GROUP BY run_id ORDER BY max(recorded_at) DESC, max(seq) DESC LIMIT 1
+"""
+
+
+def store_status(layout: s.Layout, grain: str | None, *, needs_compaction: bool) -> StoreStatus:
+    """Read the ledger once and answer everything from two small temp tables."""
+    files, sizes = _walk(layout)
+    con = connect_base(layout.root)
+    try:
+        retry_read(lambda: _materialise(con))
+        phones_raw = con.execute(_PER_PHONE).fetchall()
+        gaps: dict[str, list[tuple[dt.date, dt.date]]] = {}
+        for phone, start, end in con.execute(_GAPS).fetchall():
+            gaps.setdefault(phone, []).append((start, end))
+        runs = con.execute(_LAST_RUN).fetchall()
+    finally:
+        con.close()
+    phones = tuple(
+        PhoneStatus(
+            phone=phone,
+            jobs_done=int(done),
+            jobs_failed=int(failed),
+            rows=int(rows),
+            first_day=first,
+            last_day=last_day,
+            gaps=tuple(gaps.get(phone, ())),
+            last_fetched_at=fetched,
+        )
+        for phone, done, failed, _, rows, first, last_day, fetched in phones_raw
+    )
+    return StoreStatus(
+        path=layout.root,
+        grain=grain,
+        jobs_done=sum(p.jobs_done for p in phones),
+        jobs_failed=sum(p.jobs_failed for p in phones),
+        jobs_quarantined=sum(int(row[3]) for row in phones_raw),
+        rows=sum(p.rows for p in phones),
+        phones=phones,
+        files=files,
+        bytes=sizes,
+        last_run=RunInfo(runs[0][0], runs[0][1], runs[0][2], int(runs[0][3])) if runs else None,
+        locked_by=read_lock(layout.lock_file),
+        needs_compaction=needs_compaction,
+    )
+
+
+def _materialise(con: duckdb.DuckDBPyConnection) -> None:
+    """Copy the columns status needs into temp tables: ``l`` (all records), ``c`` (visible)."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE l AS
+        SELECT phone, period, seq, state, quarantined, rows, fetched_at, window_start,
+               window_end, run_id, recorded_at
+        FROM ledger_files
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE c AS
+        SELECT * FROM l WHERE state = 'done'
+        QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1
+        """
+    )
+
+
+def _walk(layout: s.Layout) -> tuple[dict[str, int], dict[str, int]]:
+    files: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for kind, base in (("data", layout.data), ("raw", layout.raw), ("ledger", layout.ledger)):
+        count = size = 0
+        for path in layout.part_files(base):
+            try:
+                size += path.stat().st_size
+            except FileNotFoundError:  # deleted by a compaction since the listing
+                continue
+            count += 1
+        files[kind], sizes[kind] = count, size
+    return files, sizes

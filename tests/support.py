@@ -1,0 +1,168 @@
+"""Helpers shared by the end-to-end tests: configs pointing at a simulator, CLI runs, stored rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harvester.simulator import SimulatorServer
+
+PASSWORD_ENV = "VT_TEST_PASSWORD"
+Row = tuple[str, str, str, str, int, int, int, int, int, int]
+
+
+def write_config(
+    tmp_path: Path,
+    sim: SimulatorServer,
+    *,
+    phones: Sequence[str] | None = None,
+    start: dt.date,
+    end: dt.date | str = "yesterday",
+    window: str = "day",
+    concurrency: int = 4,
+    limit: int | None = None,
+    window_seconds: float | None = None,
+    lookback_days: int = 3,
+    timeout_seconds: float = 5,
+    max_attempts: int = 6,
+    flush_jobs: int = 50,
+    flush_seconds: float = 0.5,
+    extra: str = "",
+    api_extra: str = "",
+    name: str = "config.toml",
+) -> Path:
+    """A config file for ``sim`` with the preset temporary credentials (password via env)."""
+    login, _ = sim.credentials
+    phones = list(phones if phones is not None else [*sim.settings.phones, "ALL"])
+    end_toml = f'"{end}"' if isinstance(end, str) else end.isoformat()
+    text = f"""
+[api]
+base_url = "{sim.base_url}"
+login = "{login}"
+password_env = "{PASSWORD_ENV}"
+concurrency = {concurrency}
+timeout_seconds = {timeout_seconds}
+max_attempts = {max_attempts}
+{api_extra}
+
+[quota]
+limit = {limit if limit is not None else sim.settings.limit}
+window_seconds = {window_seconds if window_seconds is not None else sim.settings.window_seconds}
+
+[harvest]
+phones = {phones!r}
+start = {start.isoformat()}
+end = {end_toml}
+window = "{window}"
+lookback_days = {lookback_days}
+timezone = "UTC"
+
+[store]
+path = "store"
+flush_jobs = {flush_jobs}
+flush_seconds = {flush_seconds}
+{extra}
+"""
+    path = tmp_path / name
+    path.write_text(text.replace("'", '"'))
+    path.chmod(0o600)
+    return path
+
+
+def cli_env(sim: SimulatorServer | None = None, **more: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: the password variable set, nothing else odd."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
+    if sim is not None:
+        env[PASSWORD_ENV] = sim.credentials[1]
+    env.update(more)
+    return env
+
+
+def run_cli(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m harvester ARGS`` in a subprocess, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "harvester", *args],
+        env=dict(env) if env is not None else cli_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def stored_rows(store: Path) -> dict[tuple[str, dt.date, dt.date], list[Row]]:
+    """Rows of the ``diagnostic_flow`` view grouped by job, read through the bundled views."""
+    from harvester.views import connect
+
+    con = connect(store)
+    try:
+        result = con.execute(
+            "SELECT phone, window_start, window_end, application, page, form, item, "
+            "visits, filled, nomatch, noinput, transfer, disconnect FROM diagnostic_flow"
+        ).fetchall()
+    finally:
+        con.close()
+    out: dict[tuple[str, dt.date, dt.date], list[Row]] = defaultdict(list)
+    for r in result:
+        out[(r[0], r[1], r[2])].append(tuple(r[3:]))  # type: ignore[arg-type]
+    return out
+
+
+def days(start: dt.date, end: dt.date) -> Iterable[dt.date]:
+    day = start
+    while day <= end:
+        yield day
+        day += dt.timedelta(days=1)
+
+
+def assert_store_matches_truth(
+    store: Path,
+    sim: SimulatorServer,
+    phones: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+) -> None:
+    """Every (phone, day) job's stored rows equal the simulator's ground truth, no duplicates."""
+    rows = stored_rows(store)
+    expected_keys = set()
+    for phone in phones:
+        for day in days(start, end):
+            key = (phone, day, day)
+            expected_keys.add(key)
+            got = rows.get(key, [])
+            truth = sim.truth_rows(phone, day, day)
+            assert len(got) == len(set(got)), f"duplicate rows for {key}"
+            assert set(got) == truth, f"rows differ for {key}"
+    extra = {k for k in rows if k not in expected_keys}
+    assert not extra, f"unexpected jobs in the store: {sorted(extra)[:5]}"
+
+
+def ledger_states(store: Path) -> dict[str, int]:
+    """How many jobs the ledger holds in each current state."""
+    from harvester.views import connect
+
+    con = connect(store)
+    try:
+        res = con.execute("SELECT state, count(*) FROM ledger_current GROUP BY 1").fetchall()
+    finally:
+        con.close()
+    return {str(k): int(v) for k, v in res}
+
+
+def json_lines(text: str) -> list[Any]:
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]

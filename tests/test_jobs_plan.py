@@ -1,0 +1,154 @@
+"""Calendar windows, job identity and plans (pull and sync ranges, pending selection)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from harvester.jobs import Grain, Job, jobs_for, windows, windows_newest_first
+from harvester.plan import Cost, PlanCount, count, pull_plan, sync_plan
+
+D = dt.date
+
+
+class FakeIndex:
+    """A ledger stand-in: a dict of key -> (state, window)."""
+
+    def __init__(self, records: dict[tuple[str, dt.date], tuple[str, dt.date, dt.date]]):
+        self.records = records
+
+    def state(self, key):  # type: ignore[no-untyped-def]
+        rec = self.records.get(key)
+        return rec[0] if rec else None
+
+    def done_window(self, key):  # type: ignore[no-untyped-def]
+        rec = self.records.get(key)
+        return (rec[1], rec[2]) if rec and rec[0] == "done" else None
+
+    def last_done_end(self, phone):  # type: ignore[no-untyped-def]
+        ends = [r[2] for k, r in self.records.items() if k[0] == phone and r[0] == "done"]
+        return max(ends) if ends else None
+
+
+def done_days(phone: str, first: dt.date, last: dt.date) -> dict:  # type: ignore[type-arg]
+    out = {}
+    day = first
+    while day <= last:
+        out[(phone, day)] = ("done", day, day)
+        day += dt.timedelta(days=1)
+    return out
+
+
+def test_day_windows_cover_range_inclusive() -> None:
+    got = list(windows(D(2024, 2, 27), D(2024, 3, 1), Grain.DAY))
+    assert [w[1] for w in got] == [D(2024, 2, 27), D(2024, 2, 28), D(2024, 2, 29), D(2024, 3, 1)]
+    assert all(p == s == e for p, s, e in got)
+
+
+def test_week_windows_are_iso_weeks_clipped_at_edges() -> None:
+    got = list(windows(D(2024, 1, 3), D(2024, 1, 16), Grain.WEEK))
+    # 2024-01-01 is a Monday
+    assert got == [
+        (D(2024, 1, 1), D(2024, 1, 3), D(2024, 1, 7)),
+        (D(2024, 1, 8), D(2024, 1, 8), D(2024, 1, 14)),
+        (D(2024, 1, 15), D(2024, 1, 15), D(2024, 1, 16)),
+    ]
+
+
+def test_month_windows_handle_leap_february() -> None:
+    got = list(windows(D(2024, 1, 15), D(2024, 3, 31), Grain.MONTH))
+    assert got == [
+        (D(2024, 1, 1), D(2024, 1, 15), D(2024, 1, 31)),
+        (D(2024, 2, 1), D(2024, 2, 1), D(2024, 2, 29)),
+        (D(2024, 3, 1), D(2024, 3, 1), D(2024, 3, 31)),
+    ]
+
+
+@pytest.mark.parametrize("grain", list(Grain))
+def test_newest_first_is_the_reverse_of_oldest_first(grain: Grain) -> None:
+    start, end = D(2023, 11, 20), D(2024, 3, 3)
+    assert list(windows_newest_first(start, end, grain)) == list(windows(start, end, grain))[::-1]
+
+
+def test_job_path_key_and_completeness() -> None:
+    job = Job("6175550101", D(2024, 1, 1), D(2024, 1, 3), D(2024, 1, 7), Grain.WEEK)
+    assert job.path == "/path/20240103/20240107/6175550101"
+    assert job.key == ("6175550101", D(2024, 1, 1))
+    assert not job.complete
+    assert Job("ALL", D(2024, 1, 1), D(2024, 1, 1), D(2024, 1, 1)).complete
+
+
+def test_jobs_stream_phones_inside_windows() -> None:
+    jobs = list(jobs_for(("1", "ALL"), D(2024, 1, 1), D(2024, 1, 2), Grain.DAY))
+    assert [(j.phone, j.window_start.day) for j in jobs] == [
+        ("1", 1),
+        ("ALL", 1),
+        ("1", 2),
+        ("ALL", 2),
+    ]
+
+
+def test_jobs_for_is_lazy_over_huge_plans() -> None:
+    it = jobs_for(tuple(str(1000 + i) for i in range(500)), D(2000, 1, 1), D(2030, 1, 1), Grain.DAY)
+    assert next(it).phone == "1000"  # a 10-year x 500-number plan is never materialised
+
+
+def test_pull_skips_done_and_failed_and_retry_failed_takes_only_failed() -> None:
+    plan = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 4), Grain.DAY)
+    index = FakeIndex(
+        {
+            ("1", D(2024, 1, 1)): ("done", D(2024, 1, 1), D(2024, 1, 1)),
+            ("1", D(2024, 1, 2)): ("failed", D(2024, 1, 2), D(2024, 1, 2)),
+        }
+    )
+    assert [j.period.day for j in plan.pending(index)] == [3, 4]
+    retry = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 4), Grain.DAY, only_failed=True)
+    assert [j.period.day for j in retry.pending(index)] == [2]
+    again = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 4), Grain.DAY, refetch=True)
+    assert len(list(again.pending(index))) == 4
+    assert count(plan, index) == PlanCount(total=4, done=1, failed=1, to_fetch=2, refetch=0)
+
+
+def test_pull_refetches_a_clipped_window_that_now_covers_more_days() -> None:
+    index = FakeIndex({("1", D(2024, 1, 1)): ("done", D(2024, 1, 1), D(2024, 1, 3))})
+    plan = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 10), Grain.WEEK)
+    pending = list(plan.pending(index))
+    assert [(j.window_start, j.window_end) for j in pending] == [
+        (D(2024, 1, 1), D(2024, 1, 7)),
+        (D(2024, 1, 8), D(2024, 1, 10)),
+    ]
+
+
+def test_sync_example_from_the_issue() -> None:
+    # data through 09-10, today 09-12, lookback 2: fetch 09-09, 09-10, 09-11
+    index = FakeIndex(done_days("1", D(2024, 9, 1), D(2024, 9, 10)))
+    plan = sync_plan(("1",), D(2024, 9, 1), D(2024, 9, 11), Grain.DAY, 2, index)
+    assert [j.period for j in plan.pending(index)] == [
+        D(2024, 9, 11),
+        D(2024, 9, 10),
+        D(2024, 9, 9),
+    ]
+
+
+def test_sync_twice_sends_nothing_without_lookback_and_new_phone_backfills() -> None:
+    index = FakeIndex(done_days("1", D(2024, 9, 1), D(2024, 9, 11)))
+    plan = sync_plan(("1", "2"), D(2024, 9, 1), D(2024, 9, 11), Grain.DAY, 0, index)
+    pending = list(plan.pending(index))
+    assert {j.phone for j in pending} == {"2"}
+    assert len(pending) == 11  # the new phone is backfilled from harvest.start
+
+
+def test_sync_week_lookback_refetches_the_whole_week() -> None:
+    # a week fetched clipped through Wednesday 2024-01-03; today is Saturday 01-06
+    index = FakeIndex({("1", D(2024, 1, 1)): ("done", D(2024, 1, 1), D(2024, 1, 3))})
+    plan = sync_plan(("1",), D(2023, 12, 1), D(2024, 1, 5), Grain.WEEK, 1, index)
+    pending = list(plan.pending(index))
+    assert [(j.window_start, j.window_end) for j in pending] == [(D(2024, 1, 1), D(2024, 1, 5))]
+
+
+def test_cost_counts_whole_windows() -> None:
+    assert Cost.of(0, 150, 900) == Cost(0, 0, 0.0)
+    assert Cost.of(150, 150, 900) == Cost(150, 1, 0.0)
+    assert Cost.of(18250, 150, 900).windows == 122
+    assert Cost.of(18250, 150, 900).seconds == 121 * 900

@@ -1,0 +1,230 @@
+"""parse_reply: the shapes it accepts, those it rejects, and that it never raises anything else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harvester.errors import ReplyError
+from harvester.reply import COLUMNS, COUNTER_FIELDS, INT64_MAX, ParsedReply, parse_reply
+
+URL = "https://demos.plumgroup.com/vxml/start.php"
+
+
+def item(page: str = "main.php", **counts: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"page": page, "form": "main_menu", "item": "selection"}
+    base.update({name: counts.get(name, 1) for name in COUNTER_FIELDS})
+    return base
+
+
+def body(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+# -- accepted shapes ------------------------------------------------------------------------------
+
+
+def test_the_documented_example_with_escaped_slashes() -> None:
+    raw = (
+        b'{"applications":{"https:\\/\\/demos.plumgroup.com\\/vxml\\/start.php":[{"page":"main.php",'
+        b'"form":"main_menu","item":"selection","visits":985,"filled":941,"nomatch":32,'
+        b'"noinput":12,"transfer":0,"disconnect":0}]}}'
+    )
+    parsed = parse_reply(raw)
+    assert len(parsed) == 1
+    assert list(parsed.rows()) == [
+        (URL, "main.php", "main_menu", "selection", 985, 941, 32, 12, 0, 0)
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"applications": {}}',
+        b'{"applications": []}',
+        b'{"applications": {"https://x": []}}',
+        b'{"applications": {"https://x": {}}}',
+        b'\xef\xbb\xbf{"applications": []}',  # a UTF-8 BOM
+    ],
+)
+def test_no_data_is_a_valid_complete_answer(raw: bytes) -> None:
+    assert len(parse_reply(raw)) == 0
+
+
+def test_list_shapes_groups_mappings_and_bare_items() -> None:
+    parsed = parse_reply(
+        body(
+            {
+                "applications": [
+                    {"application": "a", "items": [item("p1")]},
+                    {"url": "b", "items": {"0": item("p2"), "2": item("p3")}},
+                    {"c": [item("p4")], "d": []},
+                    {**item("p5"), "application": "e"},
+                    item("p6"),
+                ]
+            }
+        )
+    )
+    assert parsed.application == ["a", "b", "b", "c", "e", ""]
+    assert parsed.page == ["p1", "p2", "p3", "p4", "p5", "p6"]
+
+
+def test_whole_floats_are_counts_and_extra_keys_are_ignored() -> None:
+    parsed = parse_reply(body({"applications": {URL: [{**item(visits=3.0), "new_field": [1]}]}}))
+    assert parsed.visits == [3]
+    assert type(parsed.visits[0]) is int
+
+
+def test_int64_limits() -> None:
+    assert parse_reply(body({"applications": {URL: [item(visits=INT64_MAX)]}})).visits == [
+        INT64_MAX
+    ]
+    with pytest.raises(ReplyError, match="int64"):
+        parse_reply(body({"applications": {URL: [item(visits=INT64_MAX + 1)]}}))
+
+
+def test_an_error_key_with_null_is_not_an_error() -> None:
+    assert len(parse_reply(body({"error": None, "applications": {URL: [item()]}}))) == 1
+
+
+# -- rejected -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"", "not JSON"),
+        (b"<html>502</html>", "not JSON"),
+        (b'{"applications": {}', "not JSON"),
+        (b"[]", "top level is a list"),
+        (b"null", "top level is null"),
+        (b'{"error": "Invalid date"}', "error reply: Invalid date"),
+        (b'{"error": "x", "applications": {}}', "error reply"),
+        (b"{}", "no 'applications'"),
+        (b'{"applications": null}', "not an object or list"),
+        (b'{"applications": "x"}', "not an object or list"),
+        (b'{"applications": {"u": 3}}', r"applications\['u'\] is a number"),
+        (b'{"applications": {"u": [3]}}', r"applications\['u'\]\[0\] is a number"),
+        (b'{"applications": [3]}', r"applications\[0\] is a number"),
+        (b'{"applications": [{"application": 3, "items": []}]}', "application is a number"),
+        (b'{"applications": {"u": [{"page": "p"}]}}', "has no 'form'"),
+        (b'{"applications": {"u": [{"visits": NaN}]}}', "NaN"),
+        (b'{"applications": [' * 100_000, "not JSON"),
+        (b'{"applications": {"\\ud800": []}}', ""),  # lone surrogate key, zero rows: allowed
+    ],
+)
+def test_invalid_bodies(raw: bytes, reason: str) -> None:
+    if reason == "":
+        parse_reply(raw)
+        return
+    with pytest.raises(ReplyError, match=reason):
+        parse_reply(raw)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"visits": -1}, "visits is negative"),
+        ({"visits": True}, "visits is a boolean"),
+        ({"filled": 1.5}, "filled is not a whole count"),
+        ({"filled": -2.0}, "filled is negative"),
+        ({"nomatch": "3"}, "nomatch is a string"),
+        ({"noinput": None}, "noinput is null"),
+        ({"transfer": [1]}, "transfer is a list"),
+        ({"disconnect": 1e300}, "not a whole count"),
+        ({"page": 3}, "page is a number"),
+        ({"item": None}, "item is null"),
+        ({"form": "\ud800"}, "lone UTF-16 surrogate"),
+    ],
+)
+def test_invalid_items(bad: dict[str, Any], reason: str) -> None:
+    document = {"applications": {URL: [item(), {**item(), **bad}]}}
+    raw = json.dumps(document).encode()  # ensure_ascii: a surrogate travels as \\ud800
+    with pytest.raises(ReplyError, match=reason) as caught:
+        parse_reply(raw)
+    assert "[1]" in str(caught.value)  # the location names the second item
+
+
+def test_reasons_are_short() -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_reply(body({"error": "x" * 10_000}))
+    assert len(str(caught.value)) < 100
+
+
+# -- properties -----------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+field_names = st.sampled_from([*COLUMNS, "items", "url", "error"])
+item_like = st.dictionaries(field_names, json_values, max_size=10)
+
+
+def _never_raises_anything_else(raw: bytes) -> None:
+    try:
+        parsed = parse_reply(raw)
+    except ReplyError:
+        return
+    assert isinstance(parsed, ParsedReply)
+    lengths = {len(getattr(parsed, name)) for name in COLUMNS}
+    assert len(lengths) == 1
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes(raw: bytes) -> None:
+    _never_raises_anything_else(raw)
+
+
+@settings(max_examples=200)
+@given(json_values)
+def test_arbitrary_json(value: Any) -> None:
+    _never_raises_anything_else(json.dumps(value).encode())
+
+
+@settings(max_examples=120)
+@given(
+    st.one_of(
+        json_values,
+        st.dictionaries(st.text(max_size=8), st.lists(item_like, max_size=3), max_size=3),
+        st.lists(st.one_of(item_like, json_values), max_size=4),
+    )
+)
+def test_arbitrary_applications(value: Any) -> None:
+    _never_raises_anything_else(json.dumps({"applications": value}).encode())
+
+
+counts = st.integers(min_value=0, max_value=INT64_MAX)
+valid_items = st.fixed_dictionaries(
+    {"page": st.text(), "form": st.text(), "item": st.text()}
+    | {name: counts for name in COUNTER_FIELDS}
+)
+valid_replies = st.dictionaries(st.text(), st.lists(valid_items, max_size=5), max_size=4)
+
+
+@settings(max_examples=120)
+@given(valid_replies, st.booleans())
+def test_valid_replies_round_trip(apps: dict[str, list[dict[str, Any]]], as_list: bool) -> None:
+    shaped: Any = (
+        [{"application": url, "items": items} for url, items in apps.items()] if as_list else apps
+    )
+    parsed = parse_reply(json.dumps({"applications": shaped}).encode())
+    expected = [
+        (url, *(entry[name] for name in COLUMNS[1:]))
+        for url, items in apps.items()
+        for entry in items
+    ]
+    assert list(parsed.rows()) == expected

@@ -71,7 +71,21 @@ class _Obj:
         """``--store DIR`` if given, else the config's ``store.path``."""
         if store is not None:
             return store
-        return self.config().store.path
+        config = self.config()
+        path = config.store.path
+        if not path.exists():
+            raise UsageError(
+                f"{config.source}: [store] path: {path} does not exist (nothing harvested yet?)"
+            )
+        return path
+
+
+def _check_out_file(path: Path, flag: str) -> None:
+    """An output file's folder must exist: say so in one line before any work is done."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{flag}: cannot write {path}: the folder {folder} {what}")
 
 
 def _date_option(value: str | None, flag: str, *, relative: bool = False) -> dt.date | str | None:
@@ -252,10 +266,6 @@ def resolve_run_args(
     return RunArgs(config, phone_list, start_value, end_date, today_date)
 
 
-def _sync_end(args: RunArgs) -> dt.date:
-    return args.today - dt.timedelta(days=1)
-
-
 def _plan_builder(
     command_name: str,
     args: RunArgs,
@@ -273,10 +283,9 @@ def _plan_builder(
             return sync_plan(
                 args.phones,
                 args.start,
-                _sync_end(args),
+                args.today,
                 grain,
                 args.config.harvest.lookback_days,
-                index,
                 newest_first=newest_first,
             )
         return pull_plan(
@@ -287,6 +296,7 @@ def _plan_builder(
             newest_first=newest_first,
             only_failed=only_failed,
             refetch=refetch,
+            today=args.today,
         )
 
     return build
@@ -498,6 +508,8 @@ def query_cmd(
     assert end is None or isinstance(end, dt.date)
     if fmt == "parquet" and out is None:
         raise UsageError("--format parquet needs --out FILE")
+    if out is not None:
+        _check_out_file(out, "--out")
     text = run_query(
         obj.store_path(store),
         sql_or_view,
@@ -537,6 +549,7 @@ def export_duckdb_cmd(obj: _Obj, store: Path | None, file: Path) -> None:
     """
     from harvester.views import export_duckdb
 
+    _check_out_file(file, "FILE")
     export_duckdb(obj.store_path(store), file)
     click.echo(f"wrote {file}")
 
@@ -561,14 +574,15 @@ def report_cmd(
     Example:
       harvester report --from 2024-01-01 --to 2024-03-31 --out q1.html
     """
-    from harvester.report import write_report
-
     start = _date_option(date_from, "--from")
     end = _date_option(date_to, "--to")
     assert start is None or isinstance(start, dt.date)
     assert end is None or isinstance(end, dt.date)
     if start and end and start > end:
         raise UsageError(f"--from {start} is after --to {end}")
+    _check_out_file(out, "--out")
+    from harvester.report import write_report
+
     write_report(obj.store_path(store), out, date_from=start, date_to=end)
     click.echo(f"wrote {out}")
 

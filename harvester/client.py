@@ -2,8 +2,12 @@
 
 The client knows URLs, basic auth and timeouts; it knows nothing of quotas, retries or storage.
 Transport failures (timeouts, dropped connections, truncated bodies) all become one
-:class:`TransportError` with a short reason, so the scheduler has a single thing to retry. The
-session is injected, which is how tests and the demo point it at the simulator.
+:class:`TransportError` with a short reason, so the scheduler has a single thing to retry. When
+the status line and headers did arrive (a body cut short), the error carries them: the reply's
+``X-RateLimit-*`` and ``Date`` still tell the quota gate where the request was counted. The
+session is injected, which is how tests and the demo point it at the simulator; the client turns
+off aiohttp's own silent re-send of a GET whose connection was dropped (a send the quota gate
+would never have granted).
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ ACCEPT = "application/json"
 
 
 class TransportError(Exception):
-    """No usable HTTP reply arrived (timeout, connection dropped, body cut short)."""
+    """No usable HTTP reply arrived (timeout, connection dropped, body cut short).
+
+    ``status`` and ``headers`` are set when the reply's head arrived before the failure.
+    """
+
+    def __init__(
+        self, reason: str, status: int | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.headers = headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,11 @@ class ApiClient:
     def __init__(
         self, session: aiohttp.ClientSession, base_url: str, timeout_seconds: float
     ) -> None:
+        # aiohttp re-sends an idempotent request once, silently, when the server closes the
+        # connection before replying (RFC 9112 section 9.3.1 allows it). Here every send costs
+        # quota and the gate must grant each one, so retrying is the scheduler's job alone.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -51,6 +70,8 @@ class ApiClient:
 
     async def get(self, path: str, credentials: Credentials) -> RawReply:
         """Send one GET; any HTTP status is a reply, only transport failures raise."""
+        status: int | None = None
+        headers: Mapping[str, str] | None = None
         try:
             async with self._session.get(
                 self.url(path),
@@ -58,15 +79,17 @@ class ApiClient:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
+                status, headers = resp.status, resp.headers
                 body = await resp.read()
                 return RawReply(resp.status, resp.headers, body)
         except TimeoutError:
-            raise TransportError("timed out") from None
+            raise TransportError("timed out", status, headers) from None
         except aiohttp.ClientPayloadError:
-            raise TransportError("reply body cut short") from None
+            raise TransportError("reply body cut short", status, headers) from None
         except aiohttp.ServerDisconnectedError:
-            raise TransportError("server closed the connection") from None
+            raise TransportError("server closed the connection", status, headers) from None
         except aiohttp.ClientConnectionError as exc:
-            raise TransportError(f"connection failed ({type(exc).__name__})") from None
+            reason = f"connection failed ({type(exc).__name__})"
+            raise TransportError(reason, status, headers) from None
         except aiohttp.ClientResponseError as exc:
             raise TransportError(f"malformed HTTP reply ({exc.status})") from None

@@ -35,6 +35,15 @@ RELATIVE_DATES = ("today", "yesterday")
 # Phone numbers as the API's path takes them: digits only (no +, spaces or dashes), or ALL.
 PHONE_PATTERN = re.compile(r"^[0-9]{3,15}$")
 ALL_PHONES = "ALL"
+# Keys whose values are secrets: an error about them names the key and the type, never the value.
+SECRET_KEYS = frozenset({"password", "account_password"})
+# What *_env keys must hold: a variable's name. Anything else is most likely the password itself,
+# pasted into the wrong key, and must not be echoed back in "variable ... is not set".
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# tomllib (3.11) reports where a syntax error is only inside its message.
+_TOML_WHERE = re.compile(r"\(at line (\d+), column \d+\)")
+_TOML_SECTION = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_.\"'-]+)\s*=")
 
 
 class Secret:
@@ -214,10 +223,9 @@ class _Section:
             return default
         value = self.table[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise ConfigError(f"{self.where(key)}: expected {_kind_name(kinds)}, got {value!r}")
-        if not isinstance(value, kinds):
-            raise ConfigError(f"{self.where(key)}: expected {_kind_name(kinds)}, got {value!r}")
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            shown = f"a {type(value).__name__} (not shown)" if key in SECRET_KEYS else repr(value)
+            raise ConfigError(f"{self.where(key)}: expected {_kind_name(kinds)}, got {shown}")
         return value
 
     def raw(self, key: str, default: Any) -> Any:
@@ -267,12 +275,16 @@ def load_config(
         raise ConfigError(
             f"{source}: config file not found (use -c/--config or ${CONFIG_ENV})"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source}: config file is not UTF-8 text (bad byte at offset {exc.start})"
+        ) from None
+    except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {_os_reason(exc)}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{source}: {_toml_where(text, str(exc))}not valid TOML: {exc}") from None
     for name in data:
         if name not in SECTIONS:
             hint = difflib.get_close_matches(name, SECTIONS, n=1)
@@ -286,6 +298,21 @@ def load_config(
     return Config(api=api, quota=quota, harvest=harvest, store=store, source=path)
 
 
+def _toml_where(text: str, message: str) -> str:
+    """``"[section] key: "`` of the line a TOML syntax error points at, or ``""``."""
+    found = _TOML_WHERE.search(message)
+    if found is None:
+        return ""
+    lines = text.splitlines()[: int(found.group(1))]
+    if not lines:
+        return ""
+    key = _TOML_KEY.match(lines[-1])
+    if key is None:
+        return ""
+    section = next((m.group(1) for line in reversed(lines) if (m := _TOML_SECTION.match(line))), "")
+    return f"[{section}] {key.group(1)}: " if section else f"{key.group(1)}: "
+
+
 def _os_reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
 
@@ -294,6 +321,11 @@ def _secret_from_env(section: _Section, key: str, env: Mapping[str, str]) -> Sec
     variable = section.get(key, str, None)
     if variable is None:
         return None
+    if not ENV_NAME_PATTERN.match(variable):
+        raise ConfigError(
+            f"{section.where(key)}: must be the name of an environment variable (letters, digits, "
+            "_), not the password itself"
+        )
     value = env.get(variable)
     if not value:
         raise ConfigError(f"{section.where(key)}: environment variable {variable} is not set")
@@ -304,14 +336,15 @@ def _load_api(
     s: _Section, env: Mapping[str, str], warn: Callable[[str], None], path: Path
 ) -> ApiConfig:
     base_url = s.get("base_url", str, DEFAULT_BASE_URL).rstrip("/")
+    if "@" in re.split(r"[/?#]", base_url.split("://", 1)[-1], maxsplit=1)[0]:
+        # user:password@host, or a scheme-less one urlsplit cannot see: never echo it back
+        raise ConfigError(f"{s.where('base_url')}: must not contain credentials (user:pass@)")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"{s.where('base_url')}: must be an http(s) URL with a host, "
             f"e.g. {DEFAULT_BASE_URL!r}, got {base_url!r}"
         )
-    if parts.username or parts.password:
-        raise ConfigError(f"{s.where('base_url')}: must not contain credentials")
     login = s.get("login", str, None)
     password = _secret_from_env(s, "password_env", env)
     inline = s.get("password", str, None)

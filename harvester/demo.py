@@ -18,10 +18,10 @@ from rich.console import Console
 
 from harvester.config import ApiConfig, Config, HarvestConfig, QuotaConfig, Secret, StoreConfig
 from harvester.errors import StoreError
-from harvester.scheduler import RunSummary, harvest
 from harvester.jobs import Grain
 from harvester.plan import JobIndex, Plan, pull_plan
 from harvester.progress import make_progress
+from harvester.scheduler import RunSummary, harvest
 
 # Small enough to finish in seconds, long enough that the gate has to wait for two resets.
 DEMO_DAYS = 21
@@ -29,8 +29,20 @@ DEMO_LIMIT = 40
 DEMO_WINDOW_SECONDS = 3.0
 # Views shown after the pull, with the query that shows each best.
 SHOWCASE = (
-    ("Calls per application (all numbers merged)", "SELECT * FROM calls_all_summary"),
-    ("Where callers hang up or fail recognition", "SELECT * FROM hotspots LIMIT 8"),
+    (
+        "Calls per application (all numbers merged)",
+        "SELECT regexp_extract(application, '[^/]*$') AS app, days, calls, transferred, "
+        "transfer_failed, self_service, abandoned, round(transfer_rate, 3) AS transfer_rate, "
+        "round(self_service_rate, 3) AS self_service_rate, "
+        "round(abandon_rate, 3) AS abandon_rate FROM calls_all_summary",
+    ),
+    (
+        "Where callers hang up or fail recognition",
+        "SELECT regexp_extract(application, '[^/]*$') AS app, form, item, kind, visits, "
+        "hangups, round(hangup_share, 3) AS hangup_share, errors, "
+        "round(error_share, 3) AS error_share, round(error_rate, 3) AS error_rate "
+        "FROM hotspots LIMIT 8",
+    ),
 )
 FALLBACK_QUERY = (
     "SELECT phone, count(*) AS items, sum(visits) AS visits, sum(disconnect) AS calls "

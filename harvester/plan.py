@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, Protocol
 
-from harvester.jobs import Grain, Job, period_start, windows, windows_newest_first
+from harvester.jobs import Grain, Job, windows, windows_newest_first
 
 Command = Literal["pull", "sync"]
 JobState = Literal["done", "failed"]
@@ -34,6 +34,10 @@ class JobIndex(Protocol):
 
     def last_done_end(self, phone: str) -> dt.date | None:
         """The latest ``window_end`` among the phone's done jobs."""
+        ...
+
+    def done_as_of(self, key: tuple[str, dt.date]) -> dt.date | None:
+        """The "today" of the run that made the job's current done fetch, else None."""
         ...
 
 
@@ -56,6 +60,9 @@ class Plan:
     grain: Grain
     newest_first: bool
     only_failed: bool = False
+    # sync: done jobs fetched when at most this many days old are fetched again (late data)
+    lookback_days: int | None = None
+    today: dt.date | None = None
 
     @property
     def phones(self) -> tuple[str, ...]:
@@ -97,8 +104,20 @@ class Plan:
         since = self._refetch_from.get(job.phone)
         if since is not None and job.window_end >= since:
             return True
+        if state != "done":
+            return False  # failed jobs run again only with --retry-failed
+        if self.lookback_days is not None and self._may_have_grown(job, index):
+            return True
         # a clipped window fetched earlier that now covers more days is fetched again
-        return state == "done" and _grew(index.done_window(job.key), job)
+        return _grew(index.done_window(job.key), job)
+
+    def _may_have_grown(self, job: Job, index: JobIndex) -> bool:
+        """Late data: was the job fetched while it was young, and not yet today?"""
+        assert self.lookback_days is not None and self.today is not None
+        as_of = index.done_as_of(job.key)
+        if as_of is None or as_of >= self.today:
+            return False
+        return (as_of - job.window_end).days <= self.lookback_days
 
     @cached_property
     def _refetch_from(self) -> dict[str, dt.date | None]:
@@ -118,39 +137,34 @@ def pull_plan(
     newest_first: bool = False,
     only_failed: bool = False,
     refetch: bool = False,
+    today: dt.date | None = None,
 ) -> Plan:
     """The one-shot historical pull of ``start..end`` for every phone."""
     ranges = tuple(PhoneRange(p, start, end, start if refetch else None) for p in phones)
-    return Plan("pull", ranges, grain, newest_first, only_failed)
+    return Plan("pull", ranges, grain, newest_first, only_failed, today=today)
 
 
 def sync_plan(
     phones: tuple[str, ...],
     harvest_start: dt.date,
-    yesterday: dt.date,
+    today: dt.date,
     grain: Grain,
     lookback_days: int,
-    index: JobIndex,
     *,
     newest_first: bool = True,
 ) -> Plan:
-    """Incremental: per phone, from where its data ends (minus the lookback) through yesterday.
+    """Incremental: every job through yesterday that is not done, plus the late-data re-fetch.
 
-    Example: data through 09-10, today 09-12, lookback 2: fetch 09-09, 09-10 and 09-11. A phone
-    with no data yet starts at ``harvest_start``. The range start is aligned to its window's
-    period so that a week or month is re-fetched whole, never clipped into a partial replacement.
+    A day is fetched again while it was younger than ``lookback_days`` + 1 days when last fetched
+    (and not already today): with daily syncs, data through 09-10, today 09-12 and lookback 2,
+    that is 09-09 and 09-10, plus the new 09-11. Judging by the day a job was fetched, rather
+    than by where each phone's data ends, is what makes an interrupted newest-first sync resume
+    exactly where it stopped, and a second sync on the same day send nothing. A phone new to
+    the config is backfilled from ``harvest_start``; never today (an unfinished day).
     """
-    ranges = []
-    for phone in phones:
-        last = index.last_done_end(phone)
-        if last is None:
-            start = harvest_start
-        else:
-            first_new = last + dt.timedelta(days=1)
-            start = max(harvest_start, first_new - dt.timedelta(days=lookback_days))
-            start = max(harvest_start, period_start(start, grain))
-        ranges.append(PhoneRange(phone, start, yesterday, refetch_from=start))
-    return Plan("sync", tuple(ranges), grain, newest_first)
+    yesterday = today - dt.timedelta(days=1)
+    ranges = tuple(PhoneRange(phone, harvest_start, yesterday) for phone in phones)
+    return Plan("sync", ranges, grain, newest_first, lookback_days=lookback_days, today=today)
 
 
 @dataclass(frozen=True)

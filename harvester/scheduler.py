@@ -38,11 +38,11 @@ from harvester.client import ApiClient, RawReply, TransportError
 from harvester.clock import Clock, SystemClock
 from harvester.config import Config
 from harvester.credentials import CredentialSource
-from harvester.errors import CredentialsError, ReplyError
+from harvester.errors import CredentialsError, ReplyError, StoreError
 from harvester.gate import QuotaGate
 from harvester.jobs import Job
 from harvester.plan import JobIndex, Plan, count
-from harvester.progress import NullProgress, Progress
+from harvester.progress import NullProgress, ProgressSink
 from harvester.reply import parse_reply
 from harvester.store import FetchMeta, Store, StoreWriter
 
@@ -91,6 +91,7 @@ class RunSummary:
     retries: int = 0
     rows: int = 0
     quarantined: int = 0
+    renewals: int = 0
     elapsed_seconds: float = 0.0
     stopped: Literal["interrupted", "credentials"] | None = None
     message: str | None = None
@@ -134,6 +135,7 @@ class RunSummary:
                 "retries": self.retries,
                 "rows": self.rows,
                 "quarantined": self.quarantined,
+                "renewals": self.renewals,
                 "elapsed_seconds": round(self.elapsed_seconds, 3),
                 "stopped": self.stopped,
                 "message": self.message,
@@ -153,7 +155,7 @@ async def harvest(
     *,
     clock: Clock | None = None,
     session: aiohttp.ClientSession | None = None,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
     stop: asyncio.Event | None = None,
     retry: RetryPolicy | None = None,
 ) -> RunSummary:
@@ -187,7 +189,7 @@ async def harvest(
             connector = aiohttp.TCPConnector(limit=config.api.concurrency)
             async with aiohttp.ClientSession(connector=connector) as own:
                 summary = await run.run(own)
-        if config.store.auto_compact and store.needs_compaction():
+        if summary.stopped is None and config.store.auto_compact and store.needs_compaction():
             await asyncio.to_thread(store.compact)
     return summary
 
@@ -204,7 +206,7 @@ class _Run:
         run_id: str,
         *,
         clock: Clock,
-        progress: Progress,
+        progress: ProgressSink,
         stop: asyncio.Event,
         retry: RetryPolicy,
     ) -> None:
@@ -235,6 +237,7 @@ class _Run:
         self.flush_lock = asyncio.Lock()
         self.sending: set[asyncio.Task[None]] = set()
         self.fatal: CredentialsError | None = None
+        self.error: Exception | None = None  # a bug or a store failure: re-raised at the end
 
     async def run(self, session: aiohttp.ClientSession) -> RunSummary:
         started = self.clock.monotonic()
@@ -244,7 +247,7 @@ class _Run:
         s.already_done = counts.done
         self.progress.started(self.plan.command, counts, self.gate)
         client = ApiClient(session, self.config.api.base_url, self.config.api.timeout_seconds)
-        jobs = self.plan.pending(self.index)
+        jobs = self.plan.pending(self.index)  # one generator shared by the workers: streamed
         workers = [
             asyncio.create_task(self._worker(jobs, client))
             for _ in range(self.config.api.concurrency)
@@ -263,23 +266,29 @@ class _Run:
             await asyncio.gather(watcher, *helpers, return_exceptions=True)
             async with self.flush_lock:
                 await asyncio.to_thread(self.writer.close)
+        if self.error is not None:
+            raise self.error
         if self.fatal is not None:
             s.stopped, s.message = "credentials", str(self.fatal)
         elif self.stop.is_set():
             s.stopped = "interrupted"
+        s.renewals = self.credentials.renewals
         s.elapsed_seconds = self.clock.monotonic() - started
+        self.progress.tick(s, self.gate.snapshot())
         self.progress.finished(s)
         return s
 
     async def _watch_stop(self, workers: list[asyncio.Task[None]]) -> None:
-        """On a stop request: abandon jobs waiting for quota, give requests on the wire a grace."""
+        """On a stop request: abandon every job not on the wire at once (cancelling a task that
+        waits in the gate takes nothing from the quota), then give requests on the wire a grace
+        to come back and be recorded, then abandon them too."""
         await self.stop.wait()
         for task in workers:
             if task not in self.sending:
                 task.cancel()
-        deadline = self.clock.monotonic() + STOP_GRACE_SECONDS
-        while any(not t.done() for t in workers) and self.clock.monotonic() < deadline:
-            await self.clock.sleep(0.05)
+        alive = [t for t in workers if not t.done()]
+        if alive:
+            await asyncio.wait(alive, timeout=STOP_GRACE_SECONDS)
         for task in workers:
             task.cancel()
 
@@ -289,56 +298,67 @@ class _Run:
         self.stop.set()
 
     async def _worker(self, jobs: Iterator[Job], client: ApiClient) -> None:
-        for job in jobs:
-            if self.stop.is_set():
-                return
-            try:
+        try:
+            for job in jobs:
+                if self.stop.is_set():
+                    return
                 await self._run_job(job, client)
-            except CredentialsError as exc:
-                self.request_stop(exc)
-                return
-            if self.writer.flush_due():
-                self.flush_wanted.set()
+                if self.writer.flush_due():
+                    self.flush_wanted.set()
+        except CredentialsError as exc:
+            self.request_stop(exc)
+        except Exception as exc:  # a bug: stop everything, keep what is done, re-raise at the end
+            if self.error is None:
+                self.error = exc
+            self.stop.set()
 
     async def _run_job(self, job: Job, client: ApiClient) -> None:
+        """Send ``job`` until it is done or failed for good; return early on a stop request.
+
+        The stop flag is checked before the gate is entered: once the gate grants a permit the
+        request is sent (it is "on the wire" for the stop's grace), so the gate never has to
+        charge a permit that sent nothing. A stop while waiting in the gate cancels the task.
+        """
         attempts = 0
+        quarantine: list[tuple[str, RawReply]] = []  # invalid bodies, recorded with the outcome
         task = asyncio.current_task()
         assert task is not None
-        while True:
+        while not self.stop.is_set():
             credentials = await self.credentials.current(client.session)
             async with self.gate.request() as permit:
-                if self.stop.is_set():
-                    return  # abandoned before sending: still pending, the next run resumes it
                 self.sending.add(task)
                 attempts += 1
                 self.summary.requests += 1
                 try:
                     reply: RawReply | None = await client.get(job.path, credentials)
-                    transport_error = None
+                    problem = None
                 except TransportError as exc:
-                    reply, transport_error = None, str(exc)
+                    reply, problem = None, exc
                 finally:
                     self.sending.discard(task)
                 if reply is not None:
                     permit.observe(reply.status, reply.headers)
+                elif problem is not None and problem.status is not None:
+                    permit.observe(problem.status, problem.headers or {})
+            status = reply.status if reply is not None else None
+            if status != 401:
+                self.credentials.accepted(credentials)
             if reply is None:
-                reason = f"transport: {transport_error}"
+                reason = f"transport: {problem}"
             elif reply.status == 200:
                 try:
                     parsed = parse_reply(reply.body)
                 except ReplyError as exc:
                     reason = f"invalid reply: {exc}"
                     self.summary.quarantined += 1
+                    quarantine.append((reason, reply))
                     if attempts >= self.retry.max_attempts:
-                        self._failed(job, reason, reply, attempts, quarantine=True)
+                        self._failed(job, reason, reply, attempts, quarantine)
                         return
-                    self.writer.record_failed(
-                        job, reason, reply.body, self._meta(job, reply, attempts), True
-                    )
                 else:
-                    self.writer.record_done(
-                        job, parsed, reply.body, self._meta(job, reply, attempts)
-                    )
+                    self._record_quarantine(job, quarantine)
+                    meta = self._meta(job, reply, attempts - len(quarantine))
+                    self.writer.record_done(job, parsed, reply.body, meta)
                     self.summary.done += 1
                     self.summary.rows += len(parsed)
                     self.progress.job_finished(job, "done", len(parsed))
@@ -348,20 +368,31 @@ class _Run:
                 attempts -= 1  # the gate waits for the reset; a 429 never counts as an attempt
                 continue
             elif reply.status == 401:
-                await self.credentials.renew(client.session, stale=credentials)
-                attempts -= 1
+                attempts -= 1  # not counted by the server either
+                if not self.stop.is_set():
+                    await self.credentials.renew(client.session, stale=credentials)
                 continue
             elif reply.status in PERMANENT_STATUSES:
-                self._failed(job, f"HTTP {reply.status}: {_error_message(reply)}", reply, attempts)
+                reason = f"HTTP {reply.status}: {_error_message(reply)}"
+                self._failed(job, reason, reply, attempts, quarantine)
                 return
             else:
                 reason = f"HTTP {reply.status}: {_error_message(reply)}"
             if attempts >= self.retry.max_attempts:
-                self._failed(job, f"{reason} (after {attempts} attempts)", reply, attempts)
+                reason = f"{reason} (after {attempts} attempts)"
+                self._failed(job, reason, reply, attempts, quarantine)
+                return
+            if self.stop.is_set():
                 return
             self.summary.retries += 1
             log.debug("retrying %s after %s", job.path, reason)
             await self.clock.sleep(self.retry.delay(attempts, self.rng))
+
+    def _record_quarantine(self, job: Job, quarantine: list[tuple[str, RawReply]]) -> None:
+        """Keep each invalid body of a job, just before the job's outcome: a job is never left
+        marked failed by a body that a later attempt replaced (the outcome's record wins)."""
+        for reason, reply in quarantine:
+            self.writer.record_failed(job, reason, reply.body, self._meta(job, reply, 1), True)
 
     def _failed(
         self,
@@ -369,11 +400,14 @@ class _Run:
         reason: str,
         reply: RawReply | None,
         attempts: int,
-        *,
-        quarantine: bool = False,
+        quarantine: list[tuple[str, RawReply]],
     ) -> None:
+        last_invalid = bool(quarantine) and quarantine[-1][1] is reply
+        earlier = quarantine[:-1] if last_invalid else quarantine
+        self._record_quarantine(job, earlier)
         body = reply.body if reply is not None else None
-        self.writer.record_failed(job, reason, body, self._meta(job, reply, attempts), quarantine)
+        meta = self._meta(job, reply, attempts - len(earlier))
+        self.writer.record_failed(job, reason, body, meta, last_invalid)
         self.summary.failed.append((job, reason))
         self.progress.job_finished(job, "failed", 0)
         log.warning(
@@ -387,6 +421,7 @@ class _Run:
             http_status=reply.status if reply is not None else None,
             request_path=job.path,
             harvester_version=__version__,
+            as_of=self.plan.today,
         )
 
     async def _flusher(self) -> None:
@@ -395,8 +430,14 @@ class _Run:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush_wanted.wait(), self.config.store.flush_seconds)
             self.flush_wanted.clear()
-            async with self.flush_lock:
-                await asyncio.to_thread(self.writer.flush)
+            try:
+                async with self.flush_lock:
+                    await asyncio.to_thread(self.writer.flush)
+            except StoreError as exc:  # the buffer is kept; the final flush tries once more
+                if self.error is None:
+                    self.error = exc
+                self.stop.set()
+                return
 
     async def _ticker(self) -> None:
         while True:

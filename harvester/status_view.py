@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harvester.errors import StoreError
+from harvester.jobs import period_end
 from harvester.store import JobIndex, Store, StoreStatus, open_index
 
 DateRange = tuple[dt.date, dt.date]
@@ -46,11 +47,9 @@ def render_status(root: Path, *, gaps: bool, as_json: bool) -> str:
 def failed_ranges(index: JobIndex) -> dict[str, list[DateRange]]:
     """Each phone's failed jobs, merged into day ranges by their windows."""
     per_phone: dict[str, list[DateRange]] = defaultdict(list)
-    for key in index:
-        if index.state(key) == "failed":
-            window = index.window(key) if hasattr(index, "window") else None
-            start, end = window if window else (key[1], key[1])
-            per_phone[key[0]].append((start, end))
+    for phone, period in index:
+        if index.state((phone, period)) == "failed":
+            per_phone[phone].append((period, period_end(period, index.grain)))
     return {phone: merge_ranges(ranges) for phone, ranges in sorted(per_phone.items())}
 
 
@@ -123,6 +122,8 @@ def _text(status: StoreStatus, failed: dict[str, list[DateRange]] | None) -> str
     if failed is not None:
         console.print("gaps (missing days inside each phone's span) and failed jobs:")
         for p in status.phones:
-            console.print(f"  {p.phone}: missing {_fmt_ranges(p.gaps)}; "
-                          f"failed {_fmt_ranges(failed.get(p.phone, []))}")
+            console.print(
+                f"  {p.phone}: missing {_fmt_ranges(p.gaps)}; "
+                f"failed {_fmt_ranges(failed.get(p.phone, []))}"
+            )
     return out.getvalue()

@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -24,14 +25,22 @@ import duckdb
 
 from harvester.errors import StoreError, UsageError
 from harvester.store import base_views_sql, retry_read
+from harvester.store.schema import Layout
 from harvester.store.views import sql_literal
 
 # Installed wheels carry the SQL inside the package; a source checkout has it at the top level.
 _PACKAGED_QUERIES = Path(__file__).resolve().parent / "queries"
 _REPO_QUERIES = Path(__file__).resolve().parent.parent / "queries"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Wide enough for the widest bundled view in a terminal or a cron mail.
-TABLE_WIDTH = 200
+# Tables are as wide as their content (never folded: a folded header or URL is unreadable and
+# breaks grep); this only caps a runaway cell, such as a raw reply body selected by hand.
+TABLE_WIDTH = 2000
+
+# Exported files are written in the oldest storage format DuckDB still writes (readable by
+# DuckDB 1.0 and later): the DuckDB inside a BI tool's driver often lags the Python package.
+_EXPORT_CONFIG: dict[str, Any] = {"storage_compatibility_version": "v1.0.0"}
+
+log = logging.getLogger("harvester")
 
 
 def queries_dir() -> Path:
@@ -52,13 +61,19 @@ def define_views(con: duckdb.DuckDBPyConnection) -> list[str]:
         failed: list[tuple[str, str, duckdb.Error]] = []
         for name, sql in pending:
             try:
-                con.execute(sql)
+                # binding a view opens a Parquet file: it can lose a race with compaction too
+                retry_read(lambda sql=sql: con.execute(sql))
                 defined.append(name)
             except duckdb.CatalogException as exc:  # a dependency not defined yet
                 failed.append((name, sql, exc))
         if len(failed) == len(pending):
-            name, _, exc = failed[0]
-            raise RuntimeError(f"queries/{name}.sql does not bind: {exc}") from exc
+            # Report a view that fails for a reason of its own, not one waiting for another.
+            waiting = {name for name, _, _ in failed}
+            name, _, error = next(
+                (f for f in failed if not any(f"name {w} does" in str(f[2]) for w in waiting)),
+                failed[0],
+            )
+            raise RuntimeError(f"queries/{name}.sql does not bind: {error}") from error
         pending = [(name, sql) for name, sql, _ in failed]
     return defined
 
@@ -69,28 +84,87 @@ def connect(
     date_from: dt.date | None = None,
     date_to: dt.date | None = None,
     database: str = ":memory:",
+    config: dict[str, Any] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the base relations and every bundled view over ``root``.
 
-    ``date_from``/``date_to`` restrict every view to windows inside that range (the filter is
-    applied to the base rows, so aggregates and SQL of your own see only that range).
+    ``date_from``/``date_to`` restrict every view to the windows that lie wholly inside that
+    range: the filter is applied to the base rows (``flow_files``), so aggregates and SQL of
+    your own see only that range. A week or month window that straddles a bound is left out,
+    never counted in part (its counts cannot be split by day) and never counted whole (they
+    would include days outside the range); :func:`partial_windows` names them, and the query
+    and report commands warn about them. ``query_range`` holds the two bounds (NULL when not
+    given) for views that need them (``coverage``); ``flow_files_unfiltered`` keeps every row.
     """
-    con = duckdb.connect(database)
-    con.execute("SET TimeZone = 'UTC'")
-    retry_read(lambda: con.execute(base_views_sql(root)))
-    if date_from is not None or date_to is not None:
-        conditions = []
-        if date_from is not None:
-            conditions.append(f"window_start >= DATE {sql_literal(date_from.isoformat())}")
-        if date_to is not None:
-            conditions.append(f"window_end <= DATE {sql_literal(date_to.isoformat())}")
-        con.execute("ALTER VIEW flow_files RENAME TO flow_files_unfiltered")
-        con.execute(
-            "CREATE VIEW flow_files AS SELECT * FROM flow_files_unfiltered WHERE "
-            + " AND ".join(conditions)
-        )
-    define_views(con)
+    if date_from is not None and date_to is not None and date_from > date_to:
+        raise UsageError(f"--from {date_from} is after --to {date_to}")
+    con = duckdb.connect(database, config=config or {})
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        retry_read(lambda: con.execute(base_views_sql(root)))
+        con.execute(_date_scope_sql(date_from, date_to))
+        define_views(con)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def _date_scope_sql(date_from: dt.date | None, date_to: dt.date | None) -> str:
+    def literal(day: dt.date | None) -> str:
+        return "CAST(NULL AS DATE)" if day is None else f"DATE {sql_literal(day.isoformat())}"
+
+    conditions = ["true"]
+    if date_from is not None:
+        conditions.append(f"window_start >= {literal(date_from)}")
+    if date_to is not None:
+        conditions.append(f"window_end <= {literal(date_to)}")
+    return f"""
+ALTER VIEW flow_files RENAME TO flow_files_unfiltered;
+CREATE VIEW flow_files AS SELECT * FROM flow_files_unfiltered WHERE {" AND ".join(conditions)};
+CREATE VIEW query_range AS SELECT {literal(date_from)} AS date_from, {literal(date_to)} AS date_to;
+"""
+
+
+def partial_windows(con: duckdb.DuckDBPyConnection) -> list[tuple[dt.date, dt.date]]:
+    """Held windows that overlap ``query_range`` only in part, so the date filter leaves them out.
+
+    Read from the ledger (one record per job, not the data rows); empty without a range and in
+    a daily store.
+    """
+    rows = retry_read(
+        lambda: con.execute(
+            """
+            SELECT DISTINCT l.window_start, l.window_end
+            FROM ledger_current AS l, query_range AS q
+            WHERE (q.date_from IS NOT NULL OR q.date_to IS NOT NULL)
+              AND l.window_end >= coalesce(q.date_from, l.window_end)
+              AND l.window_start <= coalesce(q.date_to, l.window_start)
+              AND (l.window_start < coalesce(q.date_from, l.window_start)
+                   OR l.window_end > coalesce(q.date_to, l.window_end))
+            ORDER BY 1, 2
+            """
+        ).fetchall()
+    )
+    return [(start, end) for start, end in rows]
+
+
+def warn_partial_windows(con: duckdb.DuckDBPyConnection) -> None:
+    """Log a warning naming the windows that --from/--to leaves out for straddling a bound."""
+    windows = partial_windows(con)
+    if windows:
+        start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+        shown = ", ".join(f"{a}..{b}" for a, b in windows[:3])
+        more = f" and {len(windows) - 3} more" if len(windows) > 3 else ""
+        log.warning(
+            "--from/--to: %d window(s) (%s%s) straddle the range and are left out: a window's "
+            "counts cannot be split by day. To include them, widen the range to cover %s..%s.",
+            len(windows),
+            shown,
+            more,
+            start,
+            end,
+        )
 
 
 @dataclass(frozen=True)
@@ -104,7 +178,8 @@ class QueryOptions:
     limit: int | None = None
 
 
-def _check_store(root: Path) -> None:
+def check_store(root: Path) -> None:
+    """A StoreError unless ``root`` is an existing folder (the read commands' first check)."""
     if not root.exists():
         raise StoreError(f"--store: {root} does not exist (nothing harvested yet?)")
     if not root.is_dir():
@@ -113,9 +188,10 @@ def _check_store(root: Path) -> None:
 
 def run_query(root: Path, sql_or_view: str, options: QueryOptions) -> str:
     """Run SQL (or ``SELECT * FROM`` a bare view name) and render it; errors are UsageErrors."""
-    _check_store(root)
+    check_store(root)
     con = connect(root, date_from=options.date_from, date_to=options.date_to)
     try:
+        warn_partial_windows(con)
         sql = sql_or_view.strip().rstrip(";")
         if not sql:
             raise UsageError("query: empty SQL")
@@ -148,7 +224,9 @@ def _sql_error_as_usage(run: Any) -> Any:
         raise UsageError(f"query: {first}") from None
 
 
-def render(columns: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str, limit: int | None) -> str:
+def render(
+    columns: Sequence[str], rows: Sequence[tuple[Any, ...]], fmt: str, limit: int | None
+) -> str:
     """Rows as an aligned table, CSV or a JSON array of objects."""
     if fmt == "csv":
         buffer = io.StringIO()
@@ -177,7 +255,7 @@ def _table(columns: Sequence[str], rows: Sequence[tuple[Any, ...]], total: int) 
 
     table = Table(box=None, pad_edge=False, show_edge=False)
     for name in columns:
-        table.add_column(name, overflow="fold")
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
     for row in rows:
         table.add_row(*("" if v is None else _cell(v) for v in row))
     buffer = io.StringIO()
@@ -196,17 +274,35 @@ def _cell(value: Any) -> str:
 def export_duckdb(root: Path, file: Path) -> None:
     """Write a DuckDB database file with every bundled view over ``root``'s Parquet files.
 
-    The views read the Parquet files by absolute path when queried, so the file stays current
-    as pulls add data and can be opened while a pull runs. It is written next to its final
-    name and renamed into place, so a BI tool never sees half a file.
+    The views read the Parquet files by absolute path and glob when queried, so the file stays
+    current as pulls add data and can be opened while a pull runs. It is written next to its
+    final name and renamed into place, so a BI tool never sees half a file.
+
+    A store with no file of a kind yet is refused: DuckDB cannot define a view over a glob that
+    matches nothing, and the stand-in empty relation a live connection uses would be frozen into
+    the file, which would then never show the data pulled after it.
     """
-    _check_store(root)
+    check_store(root)
     root = root.resolve()
     if file.exists() and file.is_dir():
         raise UsageError(f"export-duckdb: {file} is a folder")
+    layout = Layout(root)
+    kinds = (("data", layout.data), ("ledger", layout.ledger), ("raw reply", layout.raw))
+    empty = [name for name, base in kinds if not layout.part_files(base)]
+    if empty:
+        raise StoreError(
+            f"export-duckdb: {root} holds no {' or '.join(empty)} files yet, and the exported "
+            "views must read the store's files by glob: pull at least one day with calls, "
+            "then export (once made, the file shows every later pull by itself)"
+        )
     temp = file.with_name(f".{file.name}.tmp")
-    temp.unlink(missing_ok=True)
-    con = connect(root, database=str(temp))
+    for leftover in (temp, temp.with_name(temp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    try:
+        con = connect(root, database=str(temp), config=_EXPORT_CONFIG)
+    except duckdb.InvalidInputException:  # a DuckDB too old to know the setting writes v1.0
+        temp.unlink(missing_ok=True)
+        con = connect(root, database=str(temp))
     try:
         con.execute("CHECKPOINT")
     finally:

@@ -15,8 +15,13 @@ D = dt.date
 class FakeIndex:
     """A ledger stand-in: a dict of key -> (state, window)."""
 
-    def __init__(self, records: dict[tuple[str, dt.date], tuple[str, dt.date, dt.date]]):
+    def __init__(
+        self,
+        records: dict[tuple[str, dt.date], tuple[str, dt.date, dt.date]],
+        as_of: dict[tuple[str, dt.date], dt.date] | None = None,
+    ):
         self.records = records
+        self.as_of = as_of or {}
 
     def state(self, key):  # type: ignore[no-untyped-def]
         rec = self.records.get(key)
@@ -25,6 +30,9 @@ class FakeIndex:
     def done_window(self, key):  # type: ignore[no-untyped-def]
         rec = self.records.get(key)
         return (rec[1], rec[2]) if rec and rec[0] == "done" else None
+
+    def done_as_of(self, key):  # type: ignore[no-untyped-def]
+        return self.as_of.get(key) if self.state(key) == "done" else None
 
     def last_done_end(self, phone):  # type: ignore[no-untyped-def]
         ends = [r[2] for k, r in self.records.items() if k[0] == phone and r[0] == "done"]
@@ -120,29 +128,49 @@ def test_pull_refetches_a_clipped_window_that_now_covers_more_days() -> None:
     ]
 
 
+def daily_syncs(phone: str, first: dt.date, last: dt.date, lookback: int) -> FakeIndex:
+    """The ledger after one sync a day through ``last + 1``: day d last fetched on d+1+lookback."""
+    records = done_days(phone, first, last)
+    sync_day = last + dt.timedelta(days=1)
+    as_of = {k: min(k[1] + dt.timedelta(days=1 + lookback), sync_day) for k in records}
+    return FakeIndex(records, as_of)
+
+
 def test_sync_example_from_the_issue() -> None:
     # data through 09-10, today 09-12, lookback 2: fetch 09-09, 09-10, 09-11
-    index = FakeIndex(done_days("1", D(2024, 9, 1), D(2024, 9, 10)))
-    plan = sync_plan(("1",), D(2024, 9, 1), D(2024, 9, 11), Grain.DAY, 2, index)
-    assert [j.period for j in plan.pending(index)] == [
-        D(2024, 9, 11),
-        D(2024, 9, 10),
-        D(2024, 9, 9),
-    ]
+    index = daily_syncs("1", D(2024, 9, 1), D(2024, 9, 10), 2)
+    plan = sync_plan(("1",), D(2024, 9, 1), D(2024, 9, 12), Grain.DAY, 2)
+    assert [j.period for j in plan.pending(index)] == [D(2024, 9, 11), D(2024, 9, 10), D(2024, 9, 9)]
 
 
-def test_sync_twice_sends_nothing_without_lookback_and_new_phone_backfills() -> None:
-    index = FakeIndex(done_days("1", D(2024, 9, 1), D(2024, 9, 11)))
-    plan = sync_plan(("1", "2"), D(2024, 9, 1), D(2024, 9, 11), Grain.DAY, 0, index)
+def test_sync_twice_sends_nothing_and_new_phone_backfills() -> None:
+    records = done_days("1", D(2024, 9, 1), D(2024, 9, 11))
+    index = FakeIndex(records, {k: D(2024, 9, 12) for k in records})  # all fetched today
+    plan = sync_plan(("1", "2"), D(2024, 9, 1), D(2024, 9, 12), Grain.DAY, 3)
     pending = list(plan.pending(index))
     assert {j.phone for j in pending} == {"2"}
     assert len(pending) == 11  # the new phone is backfilled from harvest.start
 
 
+def test_interrupted_newest_first_sync_resumes_the_hole_without_refetching() -> None:
+    # a first sync today fetched 09-06..09-11 newest first, then stopped
+    records = done_days("1", D(2024, 9, 6), D(2024, 9, 11))
+    index = FakeIndex(records, {k: D(2024, 9, 12) for k in records})
+    plan = sync_plan(("1",), D(2024, 9, 1), D(2024, 9, 12), Grain.DAY, 3)
+    assert [j.period.day for j in plan.pending(index)] == [5, 4, 3, 2, 1]
+
+
+def test_sync_skips_failed_jobs_unless_asked() -> None:
+    index = FakeIndex({("1", D(2024, 9, 10)): ("failed", D(2024, 9, 10), D(2024, 9, 10))})
+    plan = sync_plan(("1",), D(2024, 9, 10), D(2024, 9, 12), Grain.DAY, 3)
+    assert [j.period.day for j in plan.pending(index)] == [11]
+
+
 def test_sync_week_lookback_refetches_the_whole_week() -> None:
-    # a week fetched clipped through Wednesday 2024-01-03; today is Saturday 01-06
-    index = FakeIndex({("1", D(2024, 1, 1)): ("done", D(2024, 1, 1), D(2024, 1, 3))})
-    plan = sync_plan(("1",), D(2023, 12, 1), D(2024, 1, 5), Grain.WEEK, 1, index)
+    # a week fetched clipped through Wednesday 2024-01-03 on Thursday; today is Saturday 01-06
+    key = ("1", D(2024, 1, 1))
+    index = FakeIndex({key: ("done", D(2024, 1, 1), D(2024, 1, 3))}, {key: D(2024, 1, 4)})
+    plan = sync_plan(("1",), D(2024, 1, 1), D(2024, 1, 6), Grain.WEEK, 1)
     pending = list(plan.pending(index))
     assert [(j.window_start, j.window_end) for j in pending] == [(D(2024, 1, 1), D(2024, 1, 5))]
 

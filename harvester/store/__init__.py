@@ -30,12 +30,12 @@ from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
-from harvester.store.compact import CompactionResult, compact, needs_compaction
+from harvester.store.compact import CompactionResult, compact_store, needs_compaction
 from harvester.store.files import fsync_dir, remove_temps, temp_path
 from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, hold_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
-from harvester.store.views import base_views_sql, connect_base, retry_read
+from harvester.store.views import base_views_sql, connect_base, parquet_source, retry_read
 from harvester.store.writer import FetchMeta, FlushResult, StoreWriter
 
 __all__ = [
@@ -224,7 +224,7 @@ class Store:
         if not self._layout.ledger.is_dir() and not self._layout.data.is_dir():
             raise StoreError(f"store.path {self.path} holds no store")
         with self.lock(self._run_id or f"compact-{os.getpid()}"), self._write_mutex:
-            return compact(self._layout, self._allocate_batch())
+            return compact_store(self._layout, self._allocate_batch())
 
     def needs_compaction(self) -> bool:
         """Whether enough small files piled up for :meth:`compact` to pay off."""
@@ -273,21 +273,22 @@ class Store:
 
     def quarantine(self) -> list[QuarantinedReply]:
         """Every quarantined reply (newest first), with the job's current state."""
+        if not self._layout.part_files(self._layout.raw):
+            return []
+        raw = parquet_source(f"{self._layout.raw}/*/*{s.PARQUET_SUFFIX}", partitioned=True)
+        # Filter before de-duplicating: the raw_replies view's dedupe would read every body.
+        query = f"""
+            SELECT r.phone, r.period, r.window_start, r.window_end, r.request_path,
+                   r.http_status, r.fetched_at, r.reason, r.fetch_id, r.run_id, r.body, l.state
+            FROM (SELECT * FROM {raw} WHERE quarantined
+                  QUALIFY row_number() OVER (PARTITION BY fetch_id ORDER BY batch_id DESC) = 1)
+                 AS r
+            LEFT JOIN ledger_latest AS l USING (phone, period)
+            ORDER BY r.fetched_at DESC, r.fetch_id
+        """
         con = connect_base(self._layout.root)
         try:
-            rows = retry_read(
-                lambda: con.execute(
-                    """
-                    SELECT r.phone, r.period, r.window_start, r.window_end, r.request_path,
-                           r.http_status, r.fetched_at, r.reason, r.fetch_id, r.run_id, r.body,
-                           l.state
-                    FROM raw_replies AS r
-                    LEFT JOIN ledger_latest AS l USING (phone, period)
-                    WHERE r.quarantined
-                    ORDER BY r.fetched_at DESC, r.fetch_id
-                    """
-                ).fetchall()
-            )
+            rows = retry_read(lambda: con.execute(query).fetchall())
         finally:
             con.close()
         return [QuarantinedReply(*row) for row in rows]

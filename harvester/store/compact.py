@@ -30,14 +30,16 @@ import pyarrow as pa
 from harvester import __version__
 from harvester.store import schema as s
 from harvester.store.files import publish, remove, write_parquet
-from harvester.store.views import empty_select, parquet_source
+from harvester.store.views import empty_select, new_connection, parquet_source
 
 # Beyond this many files in one partition (or in the ledger) reads slow down noticeably: DuckDB
 # opens every file's footer, ~1 ms each, and `status` must stay under 2 s. A 550,000-job backfill
 # in 500-job flushes leaves ~1,100 ledger files; a daily sync adds one per month partition a day.
 COMPACT_FILES_THRESHOLD = 64
 
-_SORT_DATA = "phone, window_start, application, page, form, item"
+# Rows are grouped by job (phone, window, fetch); no order inside a job is promised. Sorting on
+# the item columns as well cost ~70% more per partition for no measurable size gain.
+_SORT_DATA = "phone, window_start, fetch_id"
 _SORT_RAW = "phone, window_start, fetched_at"
 
 
@@ -77,15 +79,14 @@ def needs_compaction(layout: s.Layout) -> bool:
     return False
 
 
-def compact(layout: s.Layout, batch: int) -> CompactionResult:
+def compact_store(layout: s.Layout, batch: int) -> CompactionResult:
     """Compact the store at ``layout`` under the new batch id ``batch``; hold the lock."""
     started = time.perf_counter()
     ledger_files = layout.part_files(layout.ledger)
     data_parts = layout.partitions(layout.data)
     raw_parts = layout.partitions(layout.raw)
-    con = duckdb.connect()
+    con = new_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         records_before = _load_kept(con, ledger_files)
         data_todo = _partitions_to_rewrite(con, data_parts, "data")
         raw_todo = _partitions_to_rewrite(con, raw_parts, "raw")
@@ -97,13 +98,13 @@ def compact(layout: s.Layout, batch: int) -> CompactionResult:
         temps: list[Path] = []
         rows_kept = 0
         for month in sorted(data_todo):
-            table = _visible_rows(con, data_parts[month], batch)
+            table = _visible_rows(con, data_parts[month], batch, month)
             rows_kept += table.num_rows
             if table.num_rows:
                 final = layout.partition(layout.data, month) / s.part_name(batch)
                 temps.append(write_parquet(final, table, s.DATA_DICTIONARY, meta))
         for month in sorted(raw_todo):
-            table = _kept_bodies(con, raw_parts[month], batch)
+            table = _kept_bodies(con, raw_parts[month], batch, month)
             if table.num_rows:
                 final = layout.partition(layout.raw, month) / s.part_name(batch)
                 temps.append(write_parquet(final, table, s.RAW_DICTIONARY, meta))
@@ -162,14 +163,15 @@ def _load_kept(con: duckdb.DuckDBPyConnection, ledger_files: list[Path]) -> int:
                              - coalesce(CAST(sum(attempts) FILTER (WHERE r_all <> 1)
                                              OVER (PARTITION BY phone, period) AS BIGINT), 0)
                         ELSE 0 END AS prior_attempts),
-               r_all = 1 AS is_latest
+               r_all = 1 AS is_latest,
+               strftime(window_start, '%Y-%m') AS month
         FROM kept
         """
     )
     con.execute(
         """
         CREATE TEMP TABLE cur AS
-        SELECT fetch_id, batch_id FROM keep WHERE state = 'done'
+        SELECT fetch_id, batch_id, month FROM keep WHERE state = 'done'
         QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1
         """
     )
@@ -210,29 +212,38 @@ def _partitions_to_rewrite(
     }
 
 
-def _visible_rows(con: duckdb.DuckDBPyConnection, files: list[Path], batch: int) -> pa.Table:
+def _visible_rows(
+    con: duckdb.DuckDBPyConnection, files: list[Path], batch: int, month: str
+) -> pa.Table:
+    """A partition's visible rows, sorted; the join sees only that month's current fetches."""
     columns = ", ".join(f"f.{name}" for name in s.DATA_SCHEMA.names if name != "batch_id")
     table = con.sql(
         f"""
         SELECT {columns}, CAST({batch} AS BIGINT) AS batch_id
         FROM {parquet_source(files, partitioned=False)} AS f
-        JOIN cur AS c ON c.fetch_id = f.fetch_id AND c.batch_id = f.batch_id
+        JOIN (SELECT * FROM cur WHERE month = ?) AS c
+            ON c.fetch_id = f.fetch_id AND c.batch_id = f.batch_id
         ORDER BY {", ".join(f"f.{c.strip()}" for c in _SORT_DATA.split(","))}
-        """
+        """,
+        params=[month],
     ).to_arrow_table()
     return table.cast(s.DATA_SCHEMA)
 
 
-def _kept_bodies(con: duckdb.DuckDBPyConnection, files: list[Path], batch: int) -> pa.Table:
+def _kept_bodies(
+    con: duckdb.DuckDBPyConnection, files: list[Path], batch: int, month: str
+) -> pa.Table:
+    """A partition's bodies of kept fetches and every quarantined one, once per fetch."""
     columns = ", ".join(name for name in s.RAW_SCHEMA.names if name != "batch_id")
     table = con.sql(
         f"""
         SELECT {columns}, CAST({batch} AS BIGINT) AS batch_id
         FROM {parquet_source(files, partitioned=False)} AS f
-        WHERE f.quarantined OR f.fetch_id IN (SELECT fetch_id FROM keep)
+        WHERE f.quarantined OR f.fetch_id IN (SELECT fetch_id FROM keep WHERE month = ?)
         QUALIFY row_number() OVER (PARTITION BY fetch_id ORDER BY f.batch_id DESC) = 1
         ORDER BY {_SORT_RAW}
-        """
+        """,
+        params=[month],
     ).to_arrow_table()
     return table.select(s.RAW_SCHEMA.names).cast(s.RAW_SCHEMA)
 

@@ -28,17 +28,14 @@ import pyarrow.compute as pc
 
 from harvester.jobs import Grain, period_start
 from harvester.store import schema as s
-from harvester.store.views import connect_base, retry_read
+from harvester.store.views import new_connection, parquet_source, retry_read
 
 JobState = Literal["done", "failed"]
 _STATES: tuple[JobState | None, ...] = (None, "done", "failed")
-_CODES = {"done": 1, "failed": 2}
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 # array('H') holds 16 bits; a job tried more often than this is reported at the cap.
 MAX_ATTEMPTS = 65_535
 _NO_DAY = -(2**31)
-# Rows converted to Python ints at a time while loading: bounds the transient memory of a load.
-_LOAD_BATCH_ROWS = 65_536
 
 
 def _days(day: dt.date) -> int:
@@ -66,6 +63,7 @@ class _Phone:
     attempts: array[int]
     done_start: array[int]
     done_end: array[int]
+    done_as_of: array[int]
     last_done_end: int = _NO_DAY
 
 
@@ -110,6 +108,13 @@ class JobIndex:
         entry, position = found
         return _date(entry.done_start[position]), _date(entry.done_end[position])
 
+    def done_as_of(self, key: tuple[str, dt.date]) -> dt.date | None:
+        """The "today" of the run that made the job's visible fetch (late-data re-fetch), or None."""
+        found = self._slot(key)
+        if found is None or found[0].done_as_of[found[1]] == _NO_DAY:
+            return None
+        return _date(found[0].done_as_of[found[1]])
+
     def last_done_end(self, phone: str) -> dt.date | None:
         """The latest ``window_end`` among the phone's done jobs (where a sync resumes)."""
         entry = self._phones.get(phone)
@@ -146,67 +151,101 @@ class JobIndex:
     # -- loading ------------------------------------------------------------------------------
 
     def _load(self, root: Path) -> None:
-        if not s.Layout(root).part_files(s.Layout(root).ledger):
+        """Build the dense arrays in DuckDB and copy their buffers: no per-job Python work.
+
+        DuckDB aggregates the ledger per job, expands each phone's span into one row per slot
+        (``range``), and returns fixed-width columns in slot order; each phone's share of a
+        column is then a slice of an Arrow buffer, copied straight into its ``array``.
+        """
+        layout = s.Layout(root)
+        if not layout.part_files(layout.ledger):
             return
-        con = connect_base(root)
+        con = new_connection(ordered=False)
         try:
-            spans = retry_read(
-                lambda: con.execute(
-                    "SELECT phone, min(period), max(period) FROM ledger_files GROUP BY phone"
-                ).fetchall()
+            source = parquet_source(s.ledger_glob(layout), partitioned=False)
+            query = _INDEX_SQL.format(
+                source=source,
+                slot=_SLOT_SQL[self.grain],
+                no_day=_NO_DAY,
+                max_attempts=MAX_ATTEMPTS,
             )
-            for phone, first, last in spans:
-                base = _slot_of_days(_days(first), self.grain)
-                size = _slot_of_days(_days(last), self.grain) - base + 1
-                self._phones[phone] = _Phone(
-                    base=base,
-                    states=bytearray(size),
-                    attempts=array("H", bytes(2 * size)),
-                    done_start=array("i", [_NO_DAY]) * size,
-                    done_end=array("i", [_NO_DAY]) * size,
-                )
-            table = retry_read(lambda: con.sql(_INDEX_SQL).to_arrow_table())
+            dense = retry_read(lambda: con.sql(query).to_arrow_table()).combine_chunks()
         finally:
             con.close()
-        for batch in table.to_batches(_LOAD_BATCH_ROWS):
-            self._take(batch)
+        phones = dense.column("phone").chunk(0)
+        runs = pc.run_end_encode(phones)  # one run per phone, in slot order
+        run_ends = runs.run_ends.to_pylist()
+        names = runs.values.to_pylist()
+        columns = {
+            name: (dense.column(name).chunk(0), width)
+            for name, width in (
+                ("code", 1),
+                ("attempts", 2),
+                ("done_start", 4),
+                ("done_end", 4),
+                ("done_as_of", 4),
+            )
+        }
+        base_slots = dense.column("slot")
+        start = 0
+        for phone, end in zip(names, run_ends, strict=True):
+            entry = _Phone(
+                base=base_slots[start].as_py(),
+                states=bytearray(_buffer(columns["code"], start, end)),
+                attempts=array("H", _buffer(columns["attempts"], start, end)),
+                done_start=array("i", _buffer(columns["done_start"], start, end)),
+                done_end=array("i", _buffer(columns["done_end"], start, end)),
+                done_as_of=array("i", _buffer(columns["done_as_of"], start, end)),
+            )
+            entry.last_done_end = max(entry.done_end)
+            self._phones[phone] = entry
+            start = end
+        self.done = sum(e.states.count(1) for e in self._phones.values())
+        self.failed = sum(e.states.count(2) for e in self._phones.values())
 
-    def _take(self, batch: pa.RecordBatch) -> None:
-        phones = batch.column("phone").to_pylist()
-        periods = pc.cast(batch.column("period"), pa.int32()).to_pylist()
-        states = batch.column("state").to_pylist()
-        attempts = batch.column("attempts").to_pylist()
-        starts = pc.cast(batch.column("done_start"), pa.int32()).to_pylist()
-        ends = pc.cast(batch.column("done_end"), pa.int32()).to_pylist()
-        grain = self.grain
-        for phone, period, state, tries, start, end in zip(
-            phones, periods, states, attempts, starts, ends, strict=True
-        ):
-            entry = self._phones[phone]
-            position = _slot_of_days(period, grain) - entry.base
-            code = _CODES[state]
-            entry.states[position] = code
-            entry.attempts[position] = min(tries, MAX_ATTEMPTS)
-            if code == 1:
-                self.done += 1
-            else:
-                self.failed += 1
-            if start is not None and end is not None:
-                entry.done_start[position] = start
-                entry.done_end[position] = end
-                entry.last_done_end = max(entry.last_done_end, end)
+
+def _buffer(column: tuple[pa.Array, int], start: int, end: int) -> bytes:
+    """Rows ``start:end`` of a fixed-width, null-free column as raw native-endian bytes."""
+    values, width = column
+    data = values.buffers()[1]
+    first = (values.offset + start) * width
+    chunk: bytes = data[first : first + (end - start) * width].to_pybytes()
+    return chunk
 
 
-# One pass over the ledger: the latest state, the total attempts, and the window of the latest
-# done record of every job.
+# A period's slot on its grain's own scale, in SQL (mirrors _slot_of_days).
+_SLOT_SQL = {
+    Grain.DAY: "(period - DATE '1970-01-01')",
+    Grain.WEEK: "CAST(floor((period - DATE '1970-01-01') / 7) AS BIGINT)",
+    Grain.MONTH: "(year(period) * 12 + month(period) - 1)",
+}
+
+# Per job: the latest state, the total attempts and the window of the latest done record; then
+# one row per slot of each phone's span (empty slots zero / no day), in slot order.
 _INDEX_SQL = """
-SELECT phone, period,
-       arg_max(state, seq) AS state,
-       CAST(sum(attempts + prior_attempts) AS BIGINT) AS attempts,
-       arg_max(window_start, seq) FILTER (WHERE state = 'done') AS done_start,
-       arg_max(window_end, seq) FILTER (WHERE state = 'done') AS done_end
-FROM ledger_files
-GROUP BY phone, period
+WITH jobs AS (
+    SELECT phone, {slot} AS slot,
+           CAST(CASE arg_max(state, seq) WHEN 'done' THEN 1 ELSE 2 END AS UTINYINT) AS code,
+           CAST(least(sum(attempts + prior_attempts), {max_attempts}) AS USMALLINT) AS attempts,
+           CAST(arg_max(window_start, seq) FILTER (WHERE state = 'done')
+                - DATE '1970-01-01' AS INTEGER) AS done_start,
+           CAST(arg_max(window_end, seq) FILTER (WHERE state = 'done')
+                - DATE '1970-01-01' AS INTEGER) AS done_end,
+           CAST(arg_max(as_of, seq) FILTER (WHERE state = 'done')
+                - DATE '1970-01-01' AS INTEGER) AS done_as_of
+    FROM (SELECT * FROM {source})
+    GROUP BY phone, period
+), spans AS (
+    SELECT phone, unnest(range(min(slot), max(slot) + 1)) AS slot FROM jobs GROUP BY phone
+)
+SELECT phone, slot,
+       coalesce(code, CAST(0 AS UTINYINT)) AS code,
+       coalesce(attempts, CAST(0 AS USMALLINT)) AS attempts,
+       coalesce(done_start, {no_day}) AS done_start,
+       coalesce(done_end, {no_day}) AS done_end,
+       coalesce(done_as_of, {no_day}) AS done_as_of
+FROM spans LEFT JOIN jobs USING (phone, slot)
+ORDER BY phone, slot
 """
 
 

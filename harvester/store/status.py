@@ -23,7 +23,9 @@ import duckdb
 
 from harvester.store import schema as s
 from harvester.store.lock import LockHolder, read_lock
-from harvester.store.views import connect_base, retry_read
+from harvester.store.views import empty_select, new_connection, parquet_source, retry_read
+
+_LATEST = "QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,31 +96,33 @@ WITH latest AS (
     SELECT phone, count(*) FILTER (WHERE state = 'done') AS done,
            count(*) FILTER (WHERE state = 'failed') AS failed,
            count(*) FILTER (WHERE state = 'failed' AND quarantined) AS quarantined
-    FROM (SELECT phone, state, quarantined FROM l
-          QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1)
+    FROM latest_records
     GROUP BY phone
 ), visible AS (
     SELECT phone, CAST(sum(rows) AS BIGINT) AS rows, min(window_start) AS first_day,
-           max(window_end) AS last_day, max(fetched_at) AS last_fetched_at
-    FROM c GROUP BY phone
+           max(window_end) AS last_day, max(fetched_at) AS last_fetched_at,
+           CAST(sum(window_end - window_start + 1) AS BIGINT) AS covered_days
+    FROM visible_records GROUP BY phone
 )
 SELECT latest.phone, done, failed, quarantined, coalesce(rows, 0), first_day, last_day,
-       last_fetched_at
+       last_fetched_at, coalesce(covered_days < last_day - first_day + 1, false) AS has_gaps
 FROM latest LEFT JOIN visible USING (phone)
 ORDER BY latest.phone
 """
 
-# Gaps and islands: sort a phone's visible windows by start; a gap opens wherever a window starts
-# more than a day after every earlier window has ended.
+# Gaps and islands, only for phones whose covered days fall short of their span (usually none:
+# the sort this needs is the most expensive step of status). A job's window lies inside its
+# period and periods do not overlap, so consecutive windows in start order are enough: a gap
+# opens wherever a window starts more than a day after the previous one ended.
 _GAPS = """
 SELECT phone, prev_end + 1 AS gap_start, window_start - 1 AS gap_end
 FROM (
     SELECT phone, window_start,
-           max(window_end) OVER (PARTITION BY phone ORDER BY window_start, window_end
-                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
-    FROM c
+           lag(window_end) OVER (PARTITION BY phone ORDER BY window_start) AS prev_end
+    FROM visible_records
+    WHERE phone IN (SELECT unnest(?))
 )
-WHERE prev_end IS NOT NULL AND window_start > prev_end + 1
+WHERE window_start > prev_end + 1
 ORDER BY phone, gap_start
 """
 
@@ -129,15 +133,17 @@ FROM l GROUP BY run_id ORDER BY max(recorded_at) DESC, max(seq) DESC LIMIT 1
 
 
 def store_status(layout: s.Layout, grain: str | None, *, needs_compaction: bool) -> StoreStatus:
-    """Read the ledger once and answer everything from two small temp tables."""
+    """Read the ledger once into a temp table and answer everything from it."""
     files, sizes = _walk(layout)
-    con = connect_base(layout.root)
+    con = new_connection(ordered=False)
     try:
-        retry_read(lambda: _materialise(con))
+        retry_read(lambda: _materialise(con, layout))
         phones_raw = con.execute(_PER_PHONE).fetchall()
         gaps: dict[str, list[tuple[dt.date, dt.date]]] = {}
-        for phone, start, end in con.execute(_GAPS).fetchall():
-            gaps.setdefault(phone, []).append((start, end))
+        short = [row[0] for row in phones_raw if row[8]]
+        if short:
+            for phone, start, end in con.execute(_GAPS, [short]).fetchall():
+                gaps.setdefault(phone, []).append((start, end))
         runs = con.execute(_LAST_RUN).fetchall()
     finally:
         con.close()
@@ -152,7 +158,7 @@ def store_status(layout: s.Layout, grain: str | None, *, needs_compaction: bool)
             gaps=tuple(gaps.get(phone, ())),
             last_fetched_at=fetched,
         )
-        for phone, done, failed, _, rows, first, last_day, fetched in phones_raw
+        for phone, done, failed, _, rows, first, last_day, fetched, _ in phones_raw
     )
     return StoreStatus(
         path=layout.root,
@@ -170,21 +176,41 @@ def store_status(layout: s.Layout, grain: str | None, *, needs_compaction: bool)
     )
 
 
-def _materialise(con: duckdb.DuckDBPyConnection) -> None:
-    """Copy the columns status needs into temp tables: ``l`` (all records), ``c`` (visible)."""
+def _materialise(con: duckdb.DuckDBPyConnection, layout: s.Layout) -> None:
+    """Temp table ``l`` (the columns status needs of every record) and two views over it.
+
+    ``latest_records`` (one per job) and ``visible_records`` (latest done per job) need a
+    per-job sort only when some job has several records; a freshly compacted store, or a pull
+    that re-fetched nothing, has one per job and skips it.
+    """
+    ledger = layout.part_files(layout.ledger)
+    source = (
+        f"SELECT * FROM {parquet_source(s.ledger_glob(layout), partitioned=False)}"
+        if ledger
+        else empty_select(s.LEDGER_SCHEMA)
+    )
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE l AS
         SELECT phone, period, seq, state, quarantined, rows, fetched_at, window_start,
                window_end, run_id, recorded_at
-        FROM ledger_files
+        FROM ({source})
         """
     )
+    records, jobs = con.execute(
+        "SELECT count(*), count(DISTINCT (phone, period)) FROM l"
+    ).fetchall()[0]
+    if records == jobs:
+        con.execute("CREATE OR REPLACE TEMP VIEW latest_records AS SELECT * FROM l")
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW visible_records AS SELECT * FROM l WHERE state = 'done'"
+        )
+        return
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE c AS
-        SELECT * FROM l WHERE state = 'done'
-        QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1
+        f"""
+        CREATE OR REPLACE TEMP TABLE latest_records AS SELECT * FROM l {_LATEST};
+        CREATE OR REPLACE TEMP TABLE visible_records AS
+            SELECT * FROM l WHERE state = 'done' {_LATEST};
         """
     )
 

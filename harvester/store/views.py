@@ -4,7 +4,9 @@
 :func:`base_views_sql` with absolute paths (so a view also works in an exported DuckDB file).
 
     flow_files      every data row in every data file, visible or not, plus ``month``
-    raw_replies     every archived reply body, once per fetch (a compaction may briefly hold two)
+    raw_files       every archived reply body in every raw file, plus ``month``
+    raw_replies     the same, once per fetch (a compaction briefly holds two copies); a filter
+                    on it is pushed into the file scan, so bodies are read only where wanted
     ledger_files    every ledger record
     ledger_latest   the latest record per job (phone, period): the job's state, + total_attempts
     ledger_current  the latest *done* record per job: the fetch whose rows are visible
@@ -94,14 +96,20 @@ def base_views_sql(root: Path | str | _HasPath) -> str:
     def source(base: Path, schema: pa.Schema, partitioned: bool) -> str:
         if not layout.part_files(base):
             return empty_select(schema, month if partitioned else None)
-        pattern = f"{base}/{s.PARTITION_KEY}=*/*.parquet" if partitioned else f"{base}/*.parquet"
+        pattern = (
+            f"{base}/{s.PARTITION_KEY}=*/*{s.PARQUET_SUFFIX}"
+            if partitioned
+            else f"{base}/*{s.PARQUET_SUFFIX}"
+        )
         return f"SELECT * FROM {parquet_source(pattern, partitioned=partitioned)}"
 
     return f"""
 CREATE OR REPLACE VIEW flow_files AS {source(layout.data, s.DATA_SCHEMA, True)};
+CREATE OR REPLACE VIEW raw_files AS {source(layout.raw, s.RAW_SCHEMA, True)};
 CREATE OR REPLACE VIEW raw_replies AS
-    SELECT * FROM ({source(layout.raw, s.RAW_SCHEMA, True)})
-    QUALIFY row_number() OVER (PARTITION BY fetch_id ORDER BY batch_id DESC) = 1;
+    SELECT * FROM raw_files
+    WHERE (fetch_id, batch_id) IN
+          (SELECT (fetch_id, max(batch_id)) FROM raw_files GROUP BY fetch_id);
 CREATE OR REPLACE VIEW ledger_files AS {source(layout.ledger, s.LEDGER_SCHEMA, False)};
 CREATE OR REPLACE VIEW ledger_latest AS
     SELECT *, CAST(sum(attempts + prior_attempts) OVER (PARTITION BY phone, period) AS BIGINT)
@@ -114,10 +122,22 @@ CREATE OR REPLACE VIEW ledger_current AS
 """
 
 
+def new_connection(*, ordered: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection in UTC, without the terminal progress bar.
+
+    ``ordered=False`` lets DuckDB drop insertion order, which halves loading the ledger's
+    many small files when only aggregates are wanted.
+    """
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
+    if not ordered:
+        con.execute("SET preserve_insertion_order = false")
+    return con
+
+
 def connect_base(root: Path | str | _HasPath) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection (UTC session) with the base relations defined."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = new_connection()
     sql = base_views_sql(root)
     # CREATE VIEW binds read_parquet, which opens a file for its schema: it can lose the race too.
     retry_read(lambda: con.execute(sql))

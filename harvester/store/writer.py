@@ -1,8 +1,9 @@
 """The batched writer: finished jobs are buffered, then flushed as a few files at once.
 
 Why batches: a Parquet file with fsync and rename costs ~2 ms however small it is, so a file per
-job would cap the pipeline near 500 jobs/s; 500 jobs' rows in one file cost ~8 ms. A flush writes
-one data file and one raw file per month partition touched, then one ledger file.
+job would cap the pipeline near 500 jobs/s. A flush writes one data file and one raw file per
+month partition touched, then one ledger file: measured here ~20-30 ms for 500 jobs of 18 items
+(9,000 rows, 500 bodies), i.e. ~50 us per job, a few percent of a core at 1,000 jobs/s.
 
 Crash safety comes from the order: data and raw files are made durable (temp name, fsync, rename,
 folder fsync) *before* the ledger file that makes their rows visible. A crash in between leaves
@@ -57,6 +58,9 @@ class FetchMeta:
     request_path: str
     fetch_id: int | None = None
     harvester_version: str = __version__
+    # the run's "today" in the account's time zone (sync judges late data by it); default:
+    # the UTC date of fetched_at
+    as_of: dt.date | None = None
 
     def __post_init__(self) -> None:
         if self.fetched_at.tzinfo is None or self.fetched_at.utcoffset() is None:
@@ -358,6 +362,9 @@ def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "rows": [len(e.parsed) if e.parsed is not None else 0 for e in entries],
             "http_status": [e.meta.http_status for e in entries],
             "fetched_at": [_micros(e.meta.fetched_at) for e in entries],
+            "as_of": [
+                _day(e.meta.as_of or e.meta.fetched_at.astimezone(dt.UTC).date()) for e in entries
+            ],
             "fetch_id": [e.fetch_id for e in entries],
             "batch_id": [batch] * len(entries),
             "window_start": [_day(e.job.window_start) for e in entries],

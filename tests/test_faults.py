@@ -1,0 +1,437 @@
+"""Faults over loopback: a flaky, slow, vanishing or credential-expiring server, and a full disk.
+
+Every scenario is bounded in time (a few seconds) and ends with the same check: the store holds
+exactly the simulator's ground truth, without a duplicate. Scenarios that only test the
+scheduler's retries run ``harvest()`` in-process with a fast backoff (the real one waits up to a
+minute); those whose point is an exit code or a message run the real CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harvester import harvest, load_config, pull_plan
+from harvester.errors import ReplyError
+from harvester.reply import parse_reply
+from harvester.scheduler import RetryPolicy, RunSummary
+from harvester.simulator import SimulatorServer
+from harvester.store import Store
+from tests.conftest import MakeSimulator
+from tests.support import (
+    PASSWORD_ENV,
+    assert_store_matches_truth,
+    cli_env,
+    run_cli,
+    stored_rows,
+    write_config,
+)
+
+TODAY = dt.date(2024, 3, 15)
+START, END = dt.date(2024, 3, 1), dt.date(2024, 3, 10)
+CLI_TODAY = ("--today", TODAY.isoformat())
+# In-process runs: enough attempts that a 30% fault rate never fails a job for good
+# (0.3**12 ~ 5e-7 per job), and a backoff short enough to keep each scenario under a few seconds.
+FAST_RETRY = RetryPolicy(max_attempts=12, backoff_base=0.02, backoff_cap=0.2)
+# Bounded waits for the threads that inject a fault once the run is under way.
+TRIGGER_TIMEOUT_SECONDS = 20.0
+ACCOUNT_PASSWORD_ENV = "VT_TEST_ACCOUNT_PASSWORD"
+
+
+def phones_of(sim: SimulatorServer) -> list[str]:
+    return [*sim.settings.phones, "ALL"]
+
+
+def pull_in_process(config_path: Path, sim: SimulatorServer, retry: RetryPolicy) -> RunSummary:
+    """``await harvest(config, plan)``, the library face, for START..END and every phone."""
+    config = load_config(config_path, env=cli_env(sim))
+    phones = tuple(config.harvest.phones)
+
+    def plan(_index: object) -> Any:
+        return pull_plan(phones, START, END, config.harvest.window)
+
+    return asyncio.run(harvest(config, plan, retry=retry))
+
+
+def ledger(store: Path) -> dict[tuple[str, dt.date, dt.date], str]:
+    """Every job's latest ledger state."""
+    from harvester.views import connect
+
+    con = connect(store)
+    try:
+        rows = con.execute(
+            "SELECT phone, window_start, window_end, state FROM ledger_latest"
+        ).fetchall()
+    finally:
+        con.close()
+    return {(r[0], r[1], r[2]): str(r[3]) for r in rows}
+
+
+def assert_done_jobs_match_truth(store: Path, sim: SimulatorServer) -> int:
+    """Consistency of a store a run left half-way: every done job's rows are exactly its truth,
+    no rows are visible for any other job, nothing twice. Returns the number of done jobs."""
+    rows = stored_rows(store)
+    done = {key for key, state in ledger(store).items() if state == "done"}
+    assert set(rows) <= done, f"rows visible for jobs not done: {sorted(set(rows) - done)[:3]}"
+    for key in done:
+        phone, start, end = key
+        got = rows.get(key, [])
+        assert len(got) == len(set(got)), f"duplicate rows for {key}"
+        assert set(got) == sim.truth_rows(phone, start, end), f"rows differ for {key}"
+    return len(done)
+
+
+def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading.Thread:
+    """Run ``action`` in a thread as soon as ``condition`` holds (polled; bounded in time)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + TRIGGER_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if condition():
+                action()
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("harvester: error:")]
+
+
+# ---------------------------------------------------------------------------------------------
+# flaky replies: 500s, drops, truncated and malformed bodies, replies slower than the timeout
+
+FLAKY = {
+    "500s": ({"error_rate": 0.3}, "500"),
+    "drops": ({"drop_rate": 0.3}, "dropped"),
+    "truncated": ({"truncate_rate": 0.3}, "truncated"),
+    "malformed": ({"malformed_rate": 0.3}, "malformed"),
+    "slow": ({"jitter": 0.5}, None),
+    "everything": (
+        {
+            "error_rate": 0.08,
+            "drop_rate": 0.08,
+            "truncate_rate": 0.08,
+            "malformed_rate": 0.08,
+            "jitter": 0.3,
+        },
+        None,
+    ),
+}
+SLOW_TIMEOUT_SECONDS = 0.3  # "slow": a third of the replies (jitter 0..0.5 s) arrive too late
+
+
+@pytest.mark.parametrize("fault", list(FLAKY))
+def test_flaky_server_every_job_done_once_and_equal_to_truth(
+    fault: str, tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    knobs, outcome = FLAKY[fault]
+    sim = make_simulator(today=TODAY, latency=0.002, seed=7, **knobs)
+    timeout = SLOW_TIMEOUT_SECONDS if "jitter" in knobs else 5.0
+    config = write_config(tmp_path, sim, start=START, end=END, timeout_seconds=timeout)
+
+    summary = pull_in_process(config, sim, FAST_RETRY)
+
+    jobs = len(phones_of(sim)) * 10
+    assert summary.exit_code == 0 and summary.done == jobs and not summary.failed
+    assert summary.retries > 0, "the fault never happened"
+    if outcome is not None:
+        assert sim.log.outcomes()[outcome] > 0
+    store = tmp_path / "store"
+    assert_store_matches_truth(store, sim, phones_of(sim), START, END)
+    assert set(ledger(store).values()) == {"done"} and len(ledger(store)) == jobs
+    if "jitter" not in knobs:
+        # each job got exactly one good reply (a late reply the client gave up on is "ok" to
+        # the server too, so this only holds without timeouts)
+        assert set(sim.log.successes_by_path().values()) == {1}
+    quarantined = Store(store).quarantine()
+    assert len(quarantined) == sim.log.outcomes()["malformed"]
+    for reply in quarantined:
+        assert reply.reason.startswith("invalid reply"), reply.reason
+        assert reply.job_state == "done"  # a later attempt succeeded
+        with pytest.raises(ReplyError):
+            parse_reply(reply.body)
+
+
+def test_invalid_reply_is_quarantined_with_its_body_and_the_run_goes_on(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    """One attempt per job: a malformed body fails its job for good, kept in quarantine with the
+    reason; the other jobs finish (exit 1 lists the failures); a re-run heals them."""
+    sim = make_simulator(today=TODAY, malformed_rate=0.3, seed=3)
+    config = write_config(tmp_path, sim, start=START, end=END, max_attempts=1)
+    env = cli_env(sim)
+    first = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=env, timeout=60)
+    assert first.returncode == 1, first.stderr
+    summary = json.loads(first.stdout)
+    malformed = sim.log.outcomes()["malformed"]
+    assert malformed > 0 and len(summary["failed"]) == malformed
+    assert summary["done"] == len(phones_of(sim)) * 10 - malformed
+    assert all(f["reason"].startswith("invalid reply") for f in summary["failed"])
+
+    store = tmp_path / "store"
+    quarantined = Store(store).quarantine()
+    assert len(quarantined) == malformed
+    failed_paths = {e.path for e in sim.log.entries() if e.outcome == "malformed"}
+    assert {q.request_path for q in quarantined} == failed_paths
+    for reply in quarantined:
+        assert reply.job_state == "failed" and reply.http_status == 200
+        assert reply.reason.startswith("invalid reply: ")
+        assert reply.body  # the raw body exactly as received, for a post-mortem
+        with pytest.raises(ReplyError):
+            parse_reply(reply.body)
+    assert_done_jobs_match_truth(store, sim)
+
+    sim.settings.malformed_rate = 0.0
+    second = run_cli(["pull", "-c", str(config), *CLI_TODAY], env=env, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert_store_matches_truth(store, sim, phones_of(sim), START, END)
+    assert {q.job_state for q in Store(store).quarantine()} == {"done"}
+    assert set(sim.log.successes_by_path().values()) == {1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,  # nesting that overflows a recursive decoder
+        b'{"applications": {"a": [{"visits": ' + b"9" * 5000 + b"}]}}",  # int beyond 4300 digits
+        b'{"applications": {"a": [{"visits": Infinity}]}}',
+        b'{"applications": {"\\ud800": [{"page": "p"}]}}',
+        "{}".encode("utf-16"),
+        b"\x00" * 64,
+    ],
+    ids=["deep", "huge-int", "infinity", "surrogate", "utf16", "nul"],
+)
+def test_pathological_bodies_raise_only_reply_error(body: bytes) -> None:
+    """Complements tests/test_reply.py's property tests with bodies hypothesis rarely builds."""
+    with pytest.raises(ReplyError):
+        parse_reply(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# the server goes away mid-run and comes back on the same port
+
+
+def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeSimulator) -> None:
+    sim = make_simulator(today=TODAY, latency=0.01)
+    config = write_config(tmp_path, sim, start=START, end=END)
+    outage: dict[str, float] = {}
+
+    def go_away_and_come_back() -> None:
+        sim.stop()
+        outage["requests_before"] = len(sim.log)
+        time.sleep(1.0)
+        sim.start()
+        outage["restarted"] = 1
+
+    port = sim.port
+    trigger = when(lambda: len(sim.log) >= 10, go_away_and_come_back)
+    summary = pull_in_process(config, sim, FAST_RETRY)
+    trigger.join(TRIGGER_TIMEOUT_SECONDS)
+
+    assert outage.get("restarted") and sim.port == port
+    jobs = len(phones_of(sim)) * 10
+    assert outage["requests_before"] < jobs, "the run was over before the server went away"
+    assert summary.exit_code == 0 and summary.done == jobs, summary.failed
+    assert summary.retries > 0
+    assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
+
+
+# ---------------------------------------------------------------------------------------------
+# credentials rejected in the middle of a run
+
+
+def test_401_mid_run_with_fixed_credentials_exits_3_keeps_data_and_resumes(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(today=TODAY, latency=0.01)
+    config = write_config(tmp_path, sim, start=START, end=END)
+    trigger = when(
+        lambda: sim.log.count(outcome="ok") >= 12, lambda: sim.simulator.expire_credentials()
+    )
+    first = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=cli_env(sim))
+    trigger.join(TRIGGER_TIMEOUT_SECONDS)
+
+    assert first.returncode == 3, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["stopped"] == "credentials"
+    (line,) = error_lines(first.stderr)
+    assert "401" in line and "credentials" in line
+    assert sim.log.count(status=401) >= 1
+    store = tmp_path / "store"
+    fetched = set(sim.log.successes_by_path())
+    jobs = len(phones_of(sim)) * 10
+    assert 12 <= len(fetched) < jobs
+    # everything fetched before the 401 is kept: one done job per good reply
+    assert assert_done_jobs_match_truth(store, sim) == len(fetched) == summary["done"]
+
+    login, password = sim.simulator.issue_credentials()
+    text = config.read_text().replace(sim.credentials[0], login)
+    config.write_text(text)
+    second = run_cli(
+        ["pull", "-c", str(config), "--json", *CLI_TODAY],
+        env=cli_env(sim, **{PASSWORD_ENV: password}),
+    )
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["already_done"] == len(fetched)
+    assert_store_matches_truth(store, sim, phones_of(sim), START, END)
+    assert set(sim.log.successes_by_path().values()) == {1}  # nothing fetched twice
+
+
+def account_config(tmp_path: Path, sim: SimulatorServer) -> Path:
+    """A config that logs in with the account (tool, login, password) instead of a fixed pair."""
+    config = write_config(
+        tmp_path,
+        sim,
+        start=START,
+        end=END,
+        api_extra=(
+            f'tool = "dev"\naccount_login = "{sim.settings.account_login}"\n'
+            f'account_password_env = "{ACCOUNT_PASSWORD_ENV}"'
+        ),
+    )
+    lines = config.read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(("login =", "password_env ="))]
+    config.write_text("\n".join(kept) + "\n")
+    return config
+
+
+def test_401_mid_run_with_account_credentials_renews_and_finishes(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(today=TODAY, latency=0.01)
+    config = account_config(tmp_path, sim)
+    env = cli_env(**{ACCOUNT_PASSWORD_ENV: sim.settings.account_password})
+    trigger = when(
+        lambda: sim.log.count(outcome="ok") >= 12, lambda: sim.simulator.expire_credentials()
+    )
+    run = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=env)
+    trigger.join(TRIGGER_TIMEOUT_SECONDS)
+
+    assert run.returncode == 0, run.stderr
+    assert not error_lines(run.stderr)
+    assert sim.log.count(status=401) >= 1
+    assert sim.log.count(path="/auth") == 2  # the first login and one renewal, single-flight
+    assert json.loads(run.stdout)["done"] == len(phones_of(sim)) * 10
+    assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
+
+
+# ---------------------------------------------------------------------------------------------
+# the disk fills up during a write
+
+LONG_START = dt.date(2024, 1, 1)  # 70 days x 4 phones = 280 jobs: the disk fills half-way
+FLUSH_JOBS = 20
+# sitecustomize for the "injected" variant: every Parquet write of the store after the first
+# ENOSPC_AFTER_BYTES bytes leaves a partial temp file and fails as a full disk does.
+ENOSPC_SITECUSTOMIZE = """
+import errno, os
+from harvester.store import files as _files, writer as _writer
+
+_budget = int(os.environ["HARVESTER_TEST_ENOSPC_AFTER_BYTES"])
+_real = _files.write_parquet
+_used = 0
+
+
+def write_parquet(final, table, dictionary, metadata):
+    global _used
+    if _used >= _budget:
+        tmp = _files.temp_path(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(b"PAR1" + bytes(1000))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    tmp = _real(final, table, dictionary, metadata)
+    _used += tmp.stat().st_size
+    return tmp
+
+
+_files.write_parquet = _writer.write_parquet = write_parquet
+"""
+
+
+@pytest.fixture
+def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The store folder on a disk that fills up; yields the extra environment of the first run.
+
+    ``tmpfs``: a real 200 KiB tmpfs mounted at the store folder (needs root and mount), grown to
+    64 MiB for the second run. ``injected``: ENOSPC raised by the store's file writer after
+    60 KB, through a sitecustomize module on the subprocess's PYTHONPATH.
+    """
+    store = tmp_path / "store"
+    store.mkdir()
+    if request.param == "tmpfs":
+        mount = shutil.which("mount")
+        if mount is None or os.geteuid() != 0:
+            pytest.skip("a tmpfs needs root and mount(8)")
+        done = subprocess.run(
+            [mount, "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(store)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"mount not permitted: {done.stderr.decode().strip()}")
+        try:
+            yield {}
+        finally:
+            subprocess.run(["umount", str(store)], capture_output=True, check=False)
+    else:
+        inject = tmp_path / "inject"
+        inject.mkdir()
+        (inject / "sitecustomize.py").write_text(ENOSPC_SITECUSTOMIZE)
+        yield {"PYTHONPATH": str(inject), "HARVESTER_TEST_ENOSPC_AFTER_BYTES": "60000"}
+
+
+def grow_the_disk(store: Path, variant: str) -> None:
+    if variant == "tmpfs":
+        subprocess.run(["mount", "-o", "remount,size=64m", str(store)], check=True)
+
+
+@pytest.mark.parametrize("full_disk", ["tmpfs", "injected"], indirect=True)
+def test_disk_full_during_a_write(
+    full_disk: dict[str, str],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    make_simulator: MakeSimulator,
+) -> None:
+    variant = request.node.callspec.params["full_disk"]
+    sim = make_simulator(today=TODAY, latency=0.002)
+    config = write_config(tmp_path, sim, start=LONG_START, end=END, flush_jobs=FLUSH_JOBS)
+    store = tmp_path / "store"
+    jobs = len(phones_of(sim)) * ((END - LONG_START).days + 1)
+
+    first = run_cli(["-q", "pull", "-c", str(config), *CLI_TODAY], env=cli_env(sim, **full_disk))
+
+    assert first.returncode != 0
+    assert first.stderr.count("\n") == 1, first.stderr  # -q: the error line and nothing else
+    (line,) = error_lines(first.stderr)
+    assert "No space left on device" in line and str(store) in line, line
+    assert "Traceback" not in first.stderr
+    fetched = len(sim.log.successes_by_path())
+    assert fetched < jobs, "the disk never filled up"
+    done = assert_done_jobs_match_truth(store, sim)
+    assert 0 < done < fetched
+    # a full disk stops the run: at most the batch being written and the next one are lost
+    assert fetched - done <= 2 * FLUSH_JOBS + 4
+
+    grow_the_disk(store, variant)
+    second = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=cli_env(sim))
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["already_done"] == done
+    assert_store_matches_truth(store, sim, phones_of(sim), LONG_START, END)
+    assert not [p for p in store.rglob("*.tmp")], "temp files left behind"
+    # jobs done before the disk filled were not fetched again
+    assert sum(sim.log.successes_by_path().values()) == fetched + (jobs - done)

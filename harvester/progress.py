@@ -18,8 +18,8 @@ from harvester.jobs import Job
 
 if TYPE_CHECKING:
     from harvester.gate import GateSnapshot, QuotaGate
-    from harvester.scheduler import RunSummary
     from harvester.plan import PlanCount
+    from harvester.scheduler import RunSummary
 
 log = logging.getLogger("harvester")
 
@@ -40,10 +40,12 @@ class ProgressSink(Protocol):
 
 
 def quota_eta(remaining_requests: int, gate: GateSnapshot, window_seconds: float) -> float:
-    """Seconds until ``remaining_requests`` more requests fit in the quota.
+    """Seconds until ``remaining_requests`` more requests can have been *sent* under the quota.
 
     What the current window still allows goes now; the rest needs whole windows of the
-    per-window budget, the first of which starts at the next reset.
+    per-window budget (the limit less reserve and what other tools were seen spending), the
+    first of which starts at the next reset. Example: 300 to go, 20 left in a window that resets
+    in 100 s, 150 per 900 s window: 20 now, 150 at the reset, 130 one window later: 1000 s.
     """
     if remaining_requests <= 0:
         return 0.0
@@ -90,15 +92,24 @@ class _Status:
         self.window_seconds = window_seconds
         self.total = 0
         self.completed = 0
+        self.failed = 0
+
+    def eta(self, gate: GateSnapshot) -> float:
+        """From the quota: one request per job still to finish, less those already on the wire."""
+        to_send = max(0, self.total - self.completed - gate.in_flight)
+        return quota_eta(to_send, gate, self.window_seconds)
 
     def line(self, summary: RunSummary, gate: GateSnapshot) -> str:
-        remaining_jobs = max(0, self.total - self.completed)
-        eta = quota_eta(remaining_jobs, gate, self.window_seconds)
+        failed = f"{self.failed} failed · " if self.failed else ""
         return (
-            f"requests {summary.requests} · 429s {summary.rate_limited} · "
+            f"{failed}requests {summary.requests} · 429s {summary.rate_limited} · "
             f"window: {gate.remaining} left, resets in {format_duration(gate.reset_in)} · "
-            f"ETA {format_duration(eta)}"
+            f"ETA {format_duration(self.eta(gate))}"
         )
+
+    def count(self, state: str) -> None:
+        self.completed += 1
+        self.failed += state == "failed"
 
 
 class LogProgress(_Status):
@@ -119,7 +130,7 @@ class LogProgress(_Status):
         )
 
     def job_finished(self, job: Job, state: str, rows: int) -> None:
-        self.completed += 1
+        self.count(state)
 
     def tick(self, summary: RunSummary, gate: GateSnapshot) -> None:
         if gate.now - self._last >= LOG_INTERVAL_SECONDS:
@@ -152,7 +163,7 @@ class BarProgress(_Status):
         self._progress.start()
 
     def job_finished(self, job: Job, state: str, rows: int) -> None:
-        self.completed += 1
+        self.count(state)
         self._progress.advance(self._task)
 
     def tick(self, summary: RunSummary, gate: GateSnapshot) -> None:

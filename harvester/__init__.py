@@ -36,15 +36,30 @@ _EXPORTS = {
     "HarvesterError": "harvester.errors",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "Config",
+    "Grain",
+    "HarvesterError",
+    "Job",
+    "Plan",
+    "QuotaGate",
+    "RunSummary",
+    "Store",
+    "__version__",
+    "connect",
+    "harvest",
+    "load_config",
+    "pull_plan",
+    "sync_plan",
+]
 
 if TYPE_CHECKING:
     from harvester.config import Config, load_config
     from harvester.errors import HarvesterError
     from harvester.gate import QuotaGate
-    from harvester.scheduler import RunSummary, harvest
     from harvester.jobs import Grain, Job
     from harvester.plan import Plan, pull_plan, sync_plan
+    from harvester.scheduler import RunSummary, harvest
     from harvester.store import Store
     from harvester.views import connect
 

@@ -34,8 +34,8 @@ from harvester.errors import ConfigError, HarvesterError, UsageError
 from harvester.logs import setup_logging
 
 if TYPE_CHECKING:
-    from harvester.scheduler import RunSummary
     from harvester.plan import JobIndex, Plan
+    from harvester.scheduler import RunSummary
 
 log = logging.getLogger("harvester")
 
@@ -338,8 +338,8 @@ def _run(
     build: Callable[[JobIndex], Plan],
     as_json: bool,
 ) -> None:
-    from harvester.scheduler import harvest
     from harvester.progress import make_progress
+    from harvester.scheduler import harvest
 
     progress = make_progress(
         args.config.quota.window_seconds,

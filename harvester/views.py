@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def define_views(con: duckdb.DuckDBPyConnection) -> list[str]:
         for name, sql in pending:
             try:
                 # binding a view opens a Parquet file: it can lose a race with compaction too
-                retry_read(lambda sql=sql: con.execute(sql))
+                retry_read(partial(con.execute, sql))
                 defined.append(name)
             except duckdb.CatalogException as exc:  # a dependency not defined yet
                 failed.append((name, sql, exc))

@@ -1,4 +1,4 @@
-"""Helpers shared by the end-to-end tests: configs pointing at a simulator, CLI runs, stored rows."""
+"""Helpers for the end-to-end tests: configs pointing at a simulator, CLI runs, stored rows."""
 
 from __future__ import annotations
 

@@ -140,7 +140,11 @@ def test_sync_example_from_the_issue() -> None:
     # data through 09-10, today 09-12, lookback 2: fetch 09-09, 09-10, 09-11
     index = daily_syncs("1", D(2024, 9, 1), D(2024, 9, 10), 2)
     plan = sync_plan(("1",), D(2024, 9, 1), D(2024, 9, 12), Grain.DAY, 2)
-    assert [j.period for j in plan.pending(index)] == [D(2024, 9, 11), D(2024, 9, 10), D(2024, 9, 9)]
+    assert [j.period for j in plan.pending(index)] == [
+        D(2024, 9, 11),
+        D(2024, 9, 10),
+        D(2024, 9, 9),
+    ]
 
 
 def test_sync_twice_sends_nothing_and_new_phone_backfills() -> None:

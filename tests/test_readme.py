@@ -1,4 +1,4 @@
-"""The README stays true: every `harvester ...` command it shows runs, in order, against a simulator."""
+"""The README stays true: every `harvester ...` command in it runs, in order, on a simulator."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def readme_commands() -> list[list[str]]:
 
 
 def test_readme_shows_every_command() -> None:
-    shown = {c[1] for c in readme_commands()} | set(re.findall(r"`harvester (\w[\w-]*)", README.read_text()))
+    shown = {c[1] for c in readme_commands()} | set(
+        re.findall(r"`harvester (\w[\w-]*)", README.read_text())
+    )
     assert set(cli.commands) <= shown, f"not in the README: {set(cli.commands) - shown}"
 
 

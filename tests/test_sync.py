@@ -49,7 +49,9 @@ def path(phone: str, day: dt.date) -> str:
 
 def sync(config: Path, sim: SimulatorServer, today: dt.date) -> dict:  # type: ignore[type-arg]
     sim.settings.today = today
-    done = run_cli(["sync", "-c", str(config), "--json", "--today", today.isoformat()], env=cli_env(sim))
+    done = run_cli(
+        ["sync", "-c", str(config), "--json", "--today", today.isoformat()], env=cli_env(sim)
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -92,13 +94,17 @@ def test_new_phone_is_backfilled_and_removed_phone_keeps_its_data(
     config = write_config(tmp_path, sim, phones=["6175550103"], start=START, lookback_days=0)
     mark = len(sim.log)
     sync(config, sim, D(2024, 3, 5))
-    assert set(fetched_paths(sim, mark)) == {path("6175550103", START + dt.timedelta(days=i)) for i in range(4)}
+    assert set(fetched_paths(sim, mark)) == {
+        path("6175550103", START + dt.timedelta(days=i)) for i in range(4)
+    }
     rows = stored_rows(tmp_path / "store")
     assert {k[0] for k in rows} == {"6175550101", "6175550103"}
 
 
 def test_interrupted_sync_resumes_without_refetching(tmp_path: Path) -> None:
-    settings = SimulatorSettings(limit=10_000, window_seconds=60, today=D(2024, 3, 31), latency=0.15)
+    settings = SimulatorSettings(
+        limit=10_000, window_seconds=60, today=D(2024, 3, 31), latency=0.15
+    )
     with SimulatorServer(settings) as sim:
         config = write_config(
             tmp_path, sim, phones=PHONES, start=START, lookback_days=2, concurrency=2, flush_jobs=1
@@ -128,7 +134,9 @@ def test_interrupted_sync_resumes_without_refetching(tmp_path: Path) -> None:
         assert_store_matches_truth(tmp_path / "store", sim, PHONES, START, D(2024, 3, 30))
 
 
-def test_week_windows_clip_then_grow_without_double_counting(tmp_path: Path, sim: SimulatorServer) -> None:
+def test_week_windows_clip_then_grow_without_double_counting(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
     # 2024-03-04 is a Monday; today Thursday 03-07: the week is fetched clipped to Mon-Wed
     config = write_config(
         tmp_path, sim, phones=["6175550101"], start=D(2024, 3, 4), window="week", lookback_days=1
@@ -148,7 +156,10 @@ def test_retry_failed_and_status_gaps(tmp_path: Path, sim: SimulatorServer) -> N
     config = write_config(tmp_path, sim, phones=["6175550101"], start=START, max_attempts=1)
     env = cli_env(sim)
     sim.settings.error_rate = 1.0  # every request answers 500
-    first = run_cli(["pull", "-c", str(config), "--end", "2024-03-04", "--json", "--today", "2024-03-10"], env=env)
+    first = run_cli(
+        ["pull", "-c", str(config), "--end", "2024-03-04", "--json", "--today", "2024-03-10"],
+        env=env,
+    )
     assert first.returncode == 1, first.stderr  # finished, some jobs failed for good
     assert len(json.loads(first.stdout)["failed"]) == 4
 
@@ -158,10 +169,21 @@ def test_retry_failed_and_status_gaps(tmp_path: Path, sim: SimulatorServer) -> N
 
     sim.settings.error_rate = 0.0
     mark = len(sim.log)
-    plain = run_cli(["pull", "-c", str(config), "--end", "2024-03-04", "--today", "2024-03-10"], env=env)
+    plain = run_cli(
+        ["pull", "-c", str(config), "--end", "2024-03-04", "--today", "2024-03-10"], env=env
+    )
     assert plain.returncode == 0 and len(sim.log) == mark  # failed jobs wait for --retry-failed
     retry = run_cli(
-        ["pull", "-c", str(config), "--end", "2024-03-04", "--retry-failed", "--today", "2024-03-10"],
+        [
+            "pull",
+            "-c",
+            str(config),
+            "--end",
+            "2024-03-04",
+            "--retry-failed",
+            "--today",
+            "2024-03-10",
+        ],
         env=env,
     )
     assert retry.returncode == 0, retry.stderr

@@ -109,7 +109,7 @@ class JobIndex:
         return _date(entry.done_start[position]), _date(entry.done_end[position])
 
     def done_as_of(self, key: tuple[str, dt.date]) -> dt.date | None:
-        """The "today" of the run that made the job's visible fetch (late-data re-fetch), or None."""
+        """The "today" of the run that made the job's visible fetch, or None (late data)."""
         found = self._slot(key)
         if found is None or found[0].done_as_of[found[1]] == _NO_DAY:
             return None

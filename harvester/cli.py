@@ -31,7 +31,7 @@ from harvester.config import (
     resolve_end,
 )
 from harvester.errors import ConfigError, HarvesterError, UsageError
-from harvester.logs import setup_logging
+from harvester.logs import redact, setup_logging
 
 if TYPE_CHECKING:
     from harvester.plan import JobIndex, Plan
@@ -45,7 +45,7 @@ EXIT_INTERRUPTED = 130
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one line and exit; the only way commands end in error."""
-    click.echo(f"harvester: error: {message}", err=True)
+    click.echo(f"harvester: error: {redact(message)}", err=True)
     sys.exit(code)
 
 
@@ -341,6 +341,13 @@ def _run(
     from harvester.progress import make_progress
     from harvester.scheduler import harvest
 
+    api = args.config.api
+    if api.login is None and api.account_login is None:
+        # without this, the run would create the store and stop with a 401 it never received
+        raise ConfigError(
+            f"{args.config.source or 'config'}: [api] login: {command_name} needs credentials: "
+            "set login and password_env, or tool, account_login and account_password_env"
+        )
     progress = make_progress(
         args.config.quota.window_seconds,
         interactive=sys.stderr.isatty() and not as_json,
@@ -374,7 +381,7 @@ def _report(summary: RunSummary, as_json: bool) -> None:
         if len(summary.failed) > 20:
             click.echo(f"  ... and {len(summary.failed) - 20} more (harvester status --gaps)")
     if summary.stopped == "credentials":
-        click.echo(f"harvester: error: {summary.message}", err=True)
+        click.echo(f"harvester: error: {redact(summary.message or '')}", err=True)
     elif summary.stopped == "interrupted":
         click.echo(
             "harvester: interrupted; everything fetched is stored, re-run to resume", err=True

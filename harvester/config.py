@@ -10,6 +10,7 @@ wrong, with a "did you mean" for misspelt keys, before anything is sent or writt
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import difflib
 import os
@@ -140,8 +141,14 @@ class Config:
     source: Path | None = None
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value this config holds, for the log redaction safety net."""
-        return tuple(s.reveal() for s in (self.api.password, self.api.account_password) if s)
+        """Every secret value this config holds, for the log redaction safety net: the passwords
+        and the basic-auth token of the fixed pair (base64 of "login:password")."""
+        api = self.api
+        found = [s.reveal() for s in (api.password, api.account_password) if s]
+        if api.login is not None and api.password is not None:
+            pair = f"{api.login}:{api.password.reveal()}".encode()
+            found.append(base64.b64encode(pair).decode())
+        return tuple(found)
 
 
 def default_config_path(env: Mapping[str, str] = os.environ) -> Path:

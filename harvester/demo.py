@@ -116,9 +116,7 @@ async def _pull(store: Path, *, quiet: bool) -> RunSummary:
         def plan(_index: JobIndex) -> Plan:
             return pull_plan(phones, start, end, Grain.DAY)
 
-        progress = make_progress(
-            DEMO_WINDOW_SECONDS, interactive=sys.stderr.isatty(), quiet=quiet
-        )
+        progress = make_progress(DEMO_WINDOW_SECONDS, interactive=sys.stderr.isatty(), quiet=quiet)
         return await harvest(config, plan, progress=progress)
     finally:
         await runner.cleanup()

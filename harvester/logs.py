@@ -2,19 +2,25 @@
 
 The harvester never logs a credential on purpose: URLs carry none, and no header is ever logged.
 The redaction filter is a safety net for what we do not control (a library's exception text):
-every record is rendered once and any secret, or its basic-auth base64 form, becomes ``***``.
+every record is rendered once and any secret, its base64 form, or any ``Basic <token>`` value
+becomes ``***`` -- in the message, in an attached traceback and in stack info alike. The CLI's
+one-line errors go through :func:`redact` too.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import sys
 from collections.abc import Iterable
 
 LOG_FORMAT = "%(asctime)s harvester %(levelname)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 REDACTED = "***"
+# An HTTP basic-auth value (RFC 7617) wherever it appears, whatever its login and password were:
+# "Basic " and base64 of "login:password" (checked by decoding, so prose is left alone).
+_BASIC_AUTH = re.compile(r"\b(Basic\s+)([A-Za-z0-9+/]{4,}={0,2})")
 
 
 class RedactSecrets(logging.Filter):
@@ -30,13 +36,30 @@ class RedactSecrets(logging.Filter):
                 self.needles.add(secret)
                 self.needles.add(base64.b64encode(secret.encode()).decode())
 
+    def redact(self, text: str) -> str:
+        """``text`` with every known secret and basic-auth value replaced by ``***``."""
+        # longest first: a secret's base64 form may contain a shorter secret
+        for needle in sorted(self.needles, key=len, reverse=True):
+            text = text.replace(needle, REDACTED)
+        return _BASIC_AUTH.sub(_redact_basic_auth, text)
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.needles:
-            message = record.getMessage()
-            for needle in self.needles:
-                message = message.replace(needle, REDACTED)
-            record.msg, record.args = message, None
+        record.msg, record.args = self.redact(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
+
+
+def _redact_basic_auth(match: re.Match[str]) -> str:
+    try:
+        decoded = base64.b64decode(match.group(2), validate=True)
+    except ValueError:
+        return match.group(0)
+    return match.group(1) + REDACTED if b":" in decoded else match.group(0)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -58,6 +81,11 @@ _handler: logging.Handler | None = None
 def register_secrets(secrets: Iterable[str]) -> None:
     """Make sure these values never appear in a log line."""
     _redactor.add(secrets)
+
+
+def redact(text: str) -> str:
+    """``text`` without any registered secret or basic-auth value (for output outside logging)."""
+    return _redactor.redact(text)
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False, secrets: Iterable[str] = ()) -> None:

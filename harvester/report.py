@@ -8,7 +8,10 @@ the file ~5 MB; plotly is the optional ``report`` extra.
 
 Which figures: the merged number ``ALL`` when the store holds it for the range (it is the whole
 account, numbers not harvested included), else the harvested numbers added up; the header says
-which. The per-number chart and the coverage chart show every phone.
+which. The per-number chart shows the busiest numbers, the coverage chart and table the least
+covered phones (ALL included), so an account with hundreds of numbers still gets a readable page.
+A --from/--to range restricts every figure the way ``harvester query`` does (windows wholly
+inside it); the coverage section then counts the days of that range.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from harvester.views import check_store, connect, partial_windows, warn_partial_
 
 # Items per hotspot chart: enough to show the long tail starts, few enough to read the labels.
 TOP_ITEMS = 12
+# Phones drawn as lines (the busiest); the coverage chart and table show 4x as many (the least
+# covered): a big account has hundreds of numbers, and a chart of them all shows nothing.
+MAX_PHONES_CHARTED = 10
 # Rows of the data-quality table shown in full; the rest are counted per rule above it.
 QUALITY_ROWS = 20
 CHART_HEIGHT = 380
@@ -70,11 +76,13 @@ class ReportData:
     trend: Rows
     trend_by_app: Rows
     by_phone: Rows
+    numbers: int  # phone numbers (not ALL) with calls; by_phone holds the busiest of them
     hangup_hotspots: Rows
     error_hotspots: Rows
     items: Rows
     coverage: Rows
     coverage_days: Rows
+    phones: int  # phones in the ledger; coverage holds the least covered of them
     quality_rules: Rows
     quality_rows: Rows
     partial: list[tuple[dt.date, dt.date]]
@@ -150,6 +158,15 @@ def collect(con: duckdb.DuckDBPyConnection) -> ReportData:
         FROM item_outcomes_by_scope WHERE scope = ?
         GROUP BY application, page, form, item
         ORDER BY application, visits DESC, page, form, item"""
+    # The least covered phones first: those are the ones to re-fetch.
+    coverage = _rows(
+        con,
+        "SELECT * FROM coverage ORDER BY held_share NULLS FIRST, phone LIMIT ?",
+        MAX_PHONES_CHARTED * 4,
+    )
+    phones = _rows(con, "SELECT count(*) AS n FROM coverage")[0]["n"]
+    # data_quality is the costliest view (several passes over every row): run it once.
+    retry_read(lambda: con.execute("CREATE TEMP TABLE report_quality AS FROM data_quality"))
     return ReportData(
         scope=scope,
         totals=totals,
@@ -169,9 +186,18 @@ def collect(con: duckdb.DuckDBPyConnection) -> ReportData:
         ),
         by_phone=_rows(
             con,
-            "SELECT phone, day, CAST(sum(calls) AS BIGINT) AS calls FROM calls "
-            "GROUP BY phone, day ORDER BY phone, day",
+            """WITH per_day AS (
+                   SELECT phone, day, CAST(sum(calls) AS BIGINT) AS calls
+                   FROM calls GROUP BY phone, day
+               ), busiest AS (
+                   SELECT phone FROM per_day GROUP BY phone
+                   ORDER BY sum(calls) DESC, phone LIMIT ?
+               )
+               SELECT * FROM per_day WHERE phone IN (SELECT phone FROM busiest)
+               ORDER BY phone, day""",
+            MAX_PHONES_CHARTED,
         ),
+        numbers=_rows(con, "SELECT count(DISTINCT phone) AS n FROM calls")[0]["n"],
         hangup_hotspots=_rows(
             con,
             "SELECT * FROM hotspots_by_scope WHERE scope = ? AND hangups > 0 "
@@ -187,15 +213,20 @@ def collect(con: duckdb.DuckDBPyConnection) -> ReportData:
             TOP_ITEMS,
         ),
         items=_rows(con, items_sql, scope),
-        coverage=_rows(con, "SELECT * FROM coverage"),
-        coverage_days=_rows(con, "SELECT phone, day, state FROM coverage_days"),
+        coverage=coverage,
+        coverage_days=_rows(
+            con,
+            "SELECT phone, day, state FROM coverage_days WHERE phone IN (SELECT unnest(?))",
+            [r["phone"] for r in coverage],
+        ),
+        phones=phones,
         quality_rules=_rows(
             con,
             "SELECT level, rule, any_value(identity) AS identity, count(*) AS cases, "
             "CAST(sum(abs(difference)) AS BIGINT) AS total_difference "
-            "FROM data_quality GROUP BY level, rule ORDER BY cases DESC, rule",
+            "FROM report_quality GROUP BY level, rule ORDER BY cases DESC, rule",
         ),
-        quality_rows=_rows(con, "SELECT * FROM data_quality LIMIT ?", QUALITY_ROWS),
+        quality_rows=_rows(con, "SELECT * FROM report_quality LIMIT ?", QUALITY_ROWS),
         partial=partial_windows(con),
     )
 
@@ -287,7 +318,11 @@ def charts(data: ReportData, go: Any) -> list[tuple[str, Any]]:
             fig.add_scatter(
                 x=[r["day"] for r in rows], y=[r["calls"] for r in rows], name=phone, mode="lines"
             )
-        fig.update_layout(_layout("Calls per day, by phone number", yaxis={"title": "calls"}))
+        shown = len({r["phone"] for r in data.by_phone})
+        title = "Calls per day, by phone number"
+        if shown < data.numbers:
+            title += f" (the {shown} busiest of {data.numbers})"
+        fig.update_layout(_layout(title, yaxis={"title": "calls"}))
         out.append(("Phone numbers", fig))
     if data.hangup_hotspots:
         rows = list(reversed(data.hangup_hotspots))
@@ -390,8 +425,13 @@ def charts(data: ReportData, go: Any) -> list[tuple[str, Any]]:
         )
         fig.update_layout(
             _layout(
-                "Data coverage per day: held (green), failed (red), never fetched (grey)",
-                height=max(220, 40 * len(phones) + 120),
+                "Data coverage per day: held (green), failed (red), never fetched (grey)"
+                + (
+                    f" · the {len(phones)} least covered of {data.phones}"
+                    if len(phones) < data.phones
+                    else ""
+                ),
+                height=max(220, 28 * len(phones) + 120),
                 margin={"l": 110, "r": 30, "t": 50, "b": 40},
             )
         )
@@ -472,7 +512,9 @@ def render_page(
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, config=config))
     if data.coverage:
-        parts.append("<h2>Coverage per phone</h2>")
+        shown = len(data.coverage)
+        more = f" (the {shown} least covered of {data.phones})" if shown < data.phones else ""
+        parts.append(f"<h2>Coverage per phone{more}</h2>")
         parts.append(
             _table(
                 data.coverage,

@@ -1,7 +1,8 @@
 """The scheduler: stream a plan's jobs through the quota gate to the API and into the store.
 
-One run = one store lock, one ``aiohttp`` session, one :class:`~harvester.gate.QuotaGate` and
-``concurrency`` workers that pull jobs from a shared iterator (the plan is never materialised).
+One run = one store lock, one ``aiohttp`` session, one :class:`~harvester.gate.QuotaGate` (which
+lets ``concurrency`` requests on the wire) and ``2 x concurrency`` workers that pull jobs from a
+shared iterator (the plan is never materialised).
 Each job loops until it is done or failed for good:
 
 - 200 with a valid body: done (an empty answer is done with zero rows);
@@ -56,6 +57,10 @@ BACKOFF_CAP_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
 # How often the progress display is refreshed.
 PROGRESS_INTERVAL_SECONDS = 0.5
+# Worker tasks per concurrency slot. A job waiting out its retry backoff (or a credential renewal)
+# holds a worker, not a connection: with twice as many workers as the gate has slots, the other
+# jobs keep the wire and the window's budget busy meanwhile. The gate still bounds what is sent.
+WORKERS_PER_SLOT = 2
 # Statuses that will not change on a retry: record the job as failed and go on.
 PERMANENT_STATUSES = frozenset({400, 404, 405})
 
@@ -250,7 +255,7 @@ class _Run:
         jobs = self.plan.pending(self.index)  # one generator shared by the workers: streamed
         workers = [
             asyncio.create_task(self._worker(jobs, client))
-            for _ in range(self.config.api.concurrency)
+            for _ in range(self.config.api.concurrency * WORKERS_PER_SLOT)
         ]
         helpers = [
             asyncio.create_task(self._flusher()),

@@ -1,9 +1,15 @@
 """The analysis surface: DuckDB connections with every bundled view, queries, and DuckDB exports.
 
 The SQL of every view lives in ``queries/*.sql`` (one view per file, a header comment saying
-what it answers), written against the base relations of :func:`harvester.store.base_views_sql`.
+what it answers), written against the base relations of :func:`harvester.store.base_views_sql`
+plus two that :func:`connect` adds: ``flow_files_unfiltered`` (every data row, whatever the date
+range; ``flow_files`` becomes the rows of the range) and ``query_range`` (the range's bounds).
 Files are applied in dependency order by retrying: a view whose dependency is not defined yet
 fails to bind and is tried again in the next pass, so nobody maintains an order list.
+
+The merged number ``ALL`` and the single numbers are never mixed in one analysis view: ``calls``,
+``hotspots``... hold the numbers (sum them freely), ``calls_all``, ``hotspots_all``... hold ALL,
+and only the ``*_by_scope`` building blocks hold both, with a ``scope`` column.
 """
 
 from __future__ import annotations

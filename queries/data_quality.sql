@@ -22,7 +22,9 @@
 --   level 'account': one window and item, ALL against the harvested numbers
 --     all_covers_numbers   ALL merges every number of the account, so each of its counters is
 --                          at least the sum over the harvested numbers (checked only where an
---                          ALL job of that window is held; expected is ALL's value, the bound)
+--                          ALL job of that window is held; expected is ALL's value, the bound).
+--                          A day still settling (late data) fetched for ALL and a number at
+--                          different times can break it too: re-fetching both settles it
 --
 -- Columns:
 --   level         VARCHAR  'row' | 'application' | 'account'

@@ -146,6 +146,18 @@ CASES = [
         drop_key("password_env"),
     ),
     Case(
+        "no-credentials-at-all",
+        PULL,
+        ("[api] login", "pull needs credentials"),
+        chain(drop_key("login"), drop_key("password_env")),
+    ),
+    Case(
+        "no-credentials-sync",
+        ("sync", *T),
+        ("[api] login", "sync needs credentials"),
+        chain(drop_key("login"), drop_key("password_env")),
+    ),
+    Case(
         "account-login-without-tool",
         PULL,
         ("[api] tool", "required with account_login"),

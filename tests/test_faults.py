@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,9 +45,27 @@ CLI_TODAY = ("--today", TODAY.isoformat())
 # In-process runs: enough attempts that a 30% fault rate never fails a job for good
 # (0.3**12 ~ 5e-7 per job), and a backoff short enough to keep each scenario under a few seconds.
 FAST_RETRY = RetryPolicy(max_attempts=12, backoff_base=0.02, backoff_cap=0.2)
+# The outage lasts OUTAGE_SECONDS; 11 waits of up to 2 s each outlast it with certainty (in
+# practice: the chance that they add up to less than 1 s is below 1e-9).
+OUTAGE_SECONDS = 1.0
+OUTAGE_RETRY = RetryPolicy(max_attempts=12, backoff_base=0.25, backoff_cap=2.0)
 # Bounded waits for the threads that inject a fault once the run is under way.
 TRIGGER_TIMEOUT_SECONDS = 20.0
 ACCOUNT_PASSWORD_ENV = "VT_TEST_ACCOUNT_PASSWORD"
+
+
+def config_for(tmp_path: Path, sim: SimulatorServer, **kw: Any) -> Path:
+    """``write_config`` with one flush at the end of the run unless a test asks for batches.
+
+    Batches are kept out of the scenarios that do not test them because of the scheduler bug
+    pinned by ``test_a_run_whose_last_job_fills_a_batch_finishes``: a flush requested by the
+    very last job hangs the run forever.
+    """
+    kw.setdefault("start", START)
+    kw.setdefault("end", END)
+    kw.setdefault("flush_jobs", 10_000)
+    kw.setdefault("flush_seconds", 60)
+    return write_config(tmp_path, sim, **kw)
 
 
 def phones_of(sim: SimulatorServer) -> list[str]:
@@ -142,7 +161,7 @@ def test_flaky_server_every_job_done_once_and_equal_to_truth(
     knobs, outcome = FLAKY[fault]
     sim = make_simulator(today=TODAY, latency=0.002, seed=7, **knobs)
     timeout = SLOW_TIMEOUT_SECONDS if "jitter" in knobs else 5.0
-    config = write_config(tmp_path, sim, start=START, end=END, timeout_seconds=timeout)
+    config = config_for(tmp_path, sim, timeout_seconds=timeout)
 
     summary = pull_in_process(config, sim, FAST_RETRY)
 
@@ -173,7 +192,7 @@ def test_invalid_reply_is_quarantined_with_its_body_and_the_run_goes_on(
     """One attempt per job: a malformed body fails its job for good, kept in quarantine with the
     reason; the other jobs finish (exit 1 lists the failures); a re-run heals them."""
     sim = make_simulator(today=TODAY, malformed_rate=0.3, seed=3)
-    config = write_config(tmp_path, sim, start=START, end=END, max_attempts=1)
+    config = config_for(tmp_path, sim, max_attempts=1)
     env = cli_env(sim)
     first = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=env, timeout=60)
     assert first.returncode == 1, first.stderr
@@ -191,13 +210,13 @@ def test_invalid_reply_is_quarantined_with_its_body_and_the_run_goes_on(
     for reply in quarantined:
         assert reply.job_state == "failed" and reply.http_status == 200
         assert reply.reason.startswith("invalid reply: ")
-        assert reply.body  # the raw body exactly as received, for a post-mortem
+        assert isinstance(reply.body, bytes)  # as received (may be empty), for a post-mortem
         with pytest.raises(ReplyError):
             parse_reply(reply.body)
     assert_done_jobs_match_truth(store, sim)
 
     sim.settings.malformed_rate = 0.0
-    second = run_cli(["pull", "-c", str(config), *CLI_TODAY], env=env, timeout=60)
+    second = run_cli(["pull", "-c", str(config), "--retry-failed", *CLI_TODAY], env=env)
     assert second.returncode == 0, second.stderr
     assert_store_matches_truth(store, sim, phones_of(sim), START, END)
     assert {q.job_state for q in Store(store).quarantine()} == {"done"}
@@ -228,19 +247,19 @@ def test_pathological_bodies_raise_only_reply_error(body: bytes) -> None:
 
 def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeSimulator) -> None:
     sim = make_simulator(today=TODAY, latency=0.01)
-    config = write_config(tmp_path, sim, start=START, end=END)
+    config = config_for(tmp_path, sim)
     outage: dict[str, float] = {}
 
     def go_away_and_come_back() -> None:
         sim.stop()
         outage["requests_before"] = len(sim.log)
-        time.sleep(1.0)
+        time.sleep(OUTAGE_SECONDS)
         sim.start()
         outage["restarted"] = 1
 
     port = sim.port
     trigger = when(lambda: len(sim.log) >= 10, go_away_and_come_back)
-    summary = pull_in_process(config, sim, FAST_RETRY)
+    summary = pull_in_process(config, sim, OUTAGE_RETRY)
     trigger.join(TRIGGER_TIMEOUT_SECONDS)
 
     assert outage.get("restarted") and sim.port == port
@@ -259,7 +278,7 @@ def test_401_mid_run_with_fixed_credentials_exits_3_keeps_data_and_resumes(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
     sim = make_simulator(today=TODAY, latency=0.01)
-    config = write_config(tmp_path, sim, start=START, end=END)
+    config = config_for(tmp_path, sim)
     trigger = when(
         lambda: sim.log.count(outcome="ok") >= 12, lambda: sim.simulator.expire_credentials()
     )
@@ -294,11 +313,9 @@ def test_401_mid_run_with_fixed_credentials_exits_3_keeps_data_and_resumes(
 
 def account_config(tmp_path: Path, sim: SimulatorServer) -> Path:
     """A config that logs in with the account (tool, login, password) instead of a fixed pair."""
-    config = write_config(
+    config = config_for(
         tmp_path,
         sim,
-        start=START,
-        end=END,
         api_extra=(
             f'tool = "dev"\naccount_login = "{sim.settings.account_login}"\n'
             f'account_password_env = "{ACCOUNT_PASSWORD_ENV}"'
@@ -409,7 +426,7 @@ def test_disk_full_during_a_write(
 ) -> None:
     variant = request.node.callspec.params["full_disk"]
     sim = make_simulator(today=TODAY, latency=0.002)
-    config = write_config(tmp_path, sim, start=LONG_START, end=END, flush_jobs=FLUSH_JOBS)
+    config = config_for(tmp_path, sim, start=LONG_START, flush_jobs=FLUSH_JOBS)
     store = tmp_path / "store"
     jobs = len(phones_of(sim)) * ((END - LONG_START).days + 1)
 
@@ -428,6 +445,7 @@ def test_disk_full_during_a_write(
     assert fetched - done <= 2 * FLUSH_JOBS + 4
 
     grow_the_disk(store, variant)
+    config_for(tmp_path, sim, start=LONG_START)  # one flush at the end (see config_for)
     second = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=cli_env(sim))
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["already_done"] == done
@@ -435,3 +453,76 @@ def test_disk_full_during_a_write(
     assert not [p for p in store.rglob("*.tmp")], "temp files left behind"
     # jobs done before the disk filled were not fetched again
     assert sum(sim.log.successes_by_path().values()) == fetched + (jobs - done)
+
+
+# ---------------------------------------------------------------------------------------------
+# bugs found here, pinned until they are fixed in harvester/scheduler.py
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "scheduler._flusher waits with asyncio.wait_for, which on Python 3.11 swallows the "
+        "cancellation when the awaited event was set in the same loop iteration: if the last "
+        "job of a run requests a flush, _Run.run cancels the flusher, the flusher goes on "
+        "looping, and gather(watcher, *helpers) never returns - the run hangs forever"
+    ),
+)
+def test_a_run_whose_last_job_fills_a_batch_finishes(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(today=TODAY)
+    config = write_config(
+        tmp_path, sim, phones=["ALL"], start=START, end=START, concurrency=1, flush_jobs=1
+    )
+    try:
+        run = run_cli(["pull", "-c", str(config), *CLI_TODAY], env=cli_env(sim), timeout=8)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a one-job pull with flush_jobs = 1 did not finish in 8 s")
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "contract: exit 0 means every planned job is done. A plain re-run skips the jobs that "
+        "failed before (Plan.is_pending: only --retry-failed runs them) and RunSummary.exit_code "
+        "only looks at this run's failures, so it exits 0 with failed jobs in the plan and does "
+        "not list them"
+    ),
+)
+def test_a_rerun_that_leaves_failed_jobs_does_not_exit_0(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(today=TODAY, error_rate=1.0)
+    config = config_for(tmp_path, sim, phones=["ALL"], end=START, max_attempts=1)
+    first = run_cli(["pull", "-c", str(config), *CLI_TODAY], env=cli_env(sim))
+    assert first.returncode == 1, first.stderr
+    again = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=cli_env(sim))
+    assert again.returncode == 1, again.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# the soak benchmark itself, at a size that takes seconds
+
+
+def test_soak_benchmark_runs_and_checks_a_tiny_pull(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "soak.py"), "--jobs", "8", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    assert [r["jobs"] for r in results] == [1, 8]
+    for r in results:
+        assert r["ok"] and r["exit_code"] == 0 and r["ledger_done"] == r["jobs"], r
+        assert r["sampled"] > 0 and r["sample_mismatches"] == 0
+        assert r["peak_rss_mb"] > 0 and r["cpu_ms_per_job"] > 0
+    assert "peak RSS" in done.stdout

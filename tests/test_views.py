@@ -49,6 +49,7 @@ BASE_RELATIONS = {
     "ledger_files",
     "ledger_latest",
     "ledger_current",
+    "raw_files",
     "raw_replies",
     "query_range",
 }

@@ -1,0 +1,366 @@
+"""How fast and how light is the harvester when the quota is not what limits it?
+
+Run from the repo root (the package must be importable, e.g. in ``.venv``)::
+
+    python benchmarks/pipeline.py                       # 1,000 and 10,000 jobs
+    python benchmarks/pipeline.py --jobs 100000         # the 100,000-job run (about 2 minutes)
+    python benchmarks/pipeline.py --jobs 200            # seconds (the test suite runs this)
+    python benchmarks/pipeline.py --jobs 10000 --profile /tmp/pull.txt   # where the CPU goes
+
+Each size is one real ``python -m harvester pull -c CONFIG --json`` in a subprocess, into a fresh
+store, against ``python -m harvester simulate`` in another process with the quota lifted
+(``--limit 10^9``), at ``api.concurrency`` 8 and the default batching (``store.flush_jobs``
+500, ``store.flush_seconds`` 2). The simulator serves the documented three numbers; a plan over
+them and ALL is four jobs a day, so N jobs span N/4 days back from yesterday (``--phones P``
+serves P numbers instead, still plus ALL, for shorter spans).
+
+Measured per size, end to end (process start to exit: start-up, ledger load, every request,
+parse, validation, write, ledger, and the compaction a pull runs at its end):
+
+- ``jobs/s``: jobs done / the pull process's wall time (``run jobs/s``: over the run loop only,
+  ``elapsed_seconds`` of the JSON summary, i.e. without start-up and final compaction);
+- ``CPU ms/job``: the pull process's user + system CPU (``wait4`` rusage) / jobs;
+- ``peak RSS``: the pull process's ``ru_maxrss`` (its high-water mark, ``VmHWM``);
+- ``sim CPU``: the simulator process's CPU over the same wall time, as a share of one core, and
+  ``machine busy``: both cores' busy share from ``/proc/stat``. The simulator serves roughly
+  1,500-2,600 replies per core-second, so on 2 cores it can be what limits jobs/s: when ``sim
+  CPU`` is near 100% (one asyncio process uses at most one core), the harvester is not the
+  bottleneck, and its CPU ms/job is the figure that says what it would do against a faster server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harvester.simulator.settings import DEFAULT_PHONES as SIMULATOR_PHONES
+
+REPO = Path(__file__).resolve().parents[1]
+# The issue's sizes; the targets are judged at 10,000 (throughput) and 100,000 (memory).
+DEFAULT_JOBS = (1_000, 10_000)
+CONCURRENCY = 8  # the issue's setting: enough requests in flight to hide loopback latency
+LIFTED_LIMIT = 10**9  # "the quota lifted": no window's budget is ever reached
+WINDOW_SECONDS = 900  # the documented window (irrelevant once the limit is lifted)
+PASSWORD_ENV = "HARVESTER_BENCH_PASSWORD"
+SIMULATOR_TIMEOUT_SECONDS = 30  # for the simulator's "Ctrl-C to stop" line
+# The simulator's documented temporary pair (harvester.simulator.settings): fake by design.
+TEMP_LOGIN = "0123456789abcdef0123456789abcdef"
+TEMP_PASSWORD = "fedcba9876543210fedcba9876543210"
+RSS_POLL_SECONDS = 0.25  # the RSS timeline's resolution (rss.tsv next to each store)
+DEFAULT_PHONES = len(SIMULATOR_PHONES)  # what `harvester simulate` serves
+
+
+@dataclass
+class Result:
+    jobs: int
+    phones: int
+    days: int
+    done: int
+    rows: int
+    wall_seconds: float
+    run_seconds: float
+    jobs_per_second: float
+    run_jobs_per_second: float
+    cpu_seconds: float
+    cpu_ms_per_job: float
+    peak_rss_mb: float
+    sim_cpu_share: float  # of one core, over the pull's wall time
+    machine_busy: float  # of all cores
+    other_cores: float  # cores busy with neither process (other load on the machine)
+    store_mb: float
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a live process, in clock ticks (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks over all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _phone_numbers(count: int) -> list[str]:
+    """The simulator's own numbers, or ``count`` fictional ones (555-01xx style) for --phones."""
+    if count == DEFAULT_PHONES:
+        return list(SIMULATOR_PHONES)
+    return [f"617555{1000 + i:04d}" for i in range(count)]
+
+
+def start_simulator(phones: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """The simulator in its own process, quota lifted; returns it and its base URL."""
+    port = _free_port()
+    args = ["--port", str(port), "--limit", str(LIFTED_LIMIT)]
+    args += ["--window-seconds", str(WINDOW_SECONDS)]
+    if phones == DEFAULT_PHONES:
+        command = [sys.executable, "-m", "harvester", "simulate", *args]
+    else:  # `harvester simulate` has no --phones: serve the same app with more numbers
+        code = (
+            "import asyncio, sys\n"
+            "from harvester.simulator import SimulatorSettings, run_simulator\n"
+            "phones = tuple(sys.argv[1].split(','))\n"
+            f"s = SimulatorSettings(phones=phones, limit={LIFTED_LIMIT}, "
+            f"window_seconds={WINDOW_SECONDS})\n"
+            f"asyncio.run(run_simulator(s, '127.0.0.1', {port}))\n"
+        )
+        command = [sys.executable, "-c", code, ",".join(_phone_numbers(phones))]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
+    )
+    deadline = time.monotonic() + SIMULATOR_TIMEOUT_SECONDS
+    assert proc.stdout is not None
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "Ctrl-C to stop" in line:
+            return proc, f"http://127.0.0.1:{port}/api"
+    proc.kill()
+    raise RuntimeError("the simulator did not start:\n" + "".join(seen))
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def write_config(folder: Path, base_url: str, phones: list[str], start: dt.date, end: dt.date,
+                 flush_jobs: int, flush_seconds: float, auto_compact: bool) -> Path:  # fmt: skip
+    text = f"""
+[api]
+base_url = "{base_url}"
+login = "{TEMP_LOGIN}"
+password_env = "{PASSWORD_ENV}"
+concurrency = {CONCURRENCY}
+timeout_seconds = 60
+
+[quota]
+limit = {LIFTED_LIMIT}
+window_seconds = {WINDOW_SECONDS}
+
+[harvest]
+phones = {json.dumps(phones)}
+start = {start.isoformat()}
+end = {end.isoformat()}
+window = "day"
+timezone = "UTC"
+
+[store]
+path = "{folder / "store"}"
+flush_jobs = {flush_jobs}
+flush_seconds = {flush_seconds}
+auto_compact = {str(auto_compact).lower()}
+"""
+    path = folder / "config.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def run_one(jobs: int, phones: int, work: Path, *, flush_jobs: int, flush_seconds: float,
+            auto_compact: bool = True, profile: Path | None = None) -> Result:  # fmt: skip
+    """One pull of about ``jobs`` jobs into a fresh store; the figures of that run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
+    env[PASSWORD_ENV] = TEMP_PASSWORD
+    numbers = [*_phone_numbers(phones), "ALL"]
+    days = max(1, round(jobs / len(numbers)))
+    today = dt.datetime.now(dt.UTC).date()
+    end = today - dt.timedelta(days=1)
+    start = end - dt.timedelta(days=days - 1)
+    folder = work / f"pull-{jobs}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    sim, base_url = start_simulator(phones, env)
+    try:
+        config = write_config(
+            folder, base_url, numbers, start, end, flush_jobs, flush_seconds, auto_compact
+        )
+        command = [sys.executable, "-m", "harvester", "pull", "-c", str(config)]
+        if profile is not None and profile.suffix == ".prof":
+            command[1:1] = ["-m", "cProfile", "-o", str(profile)]
+        elif profile is not None:  # py-spy's collapsed stacks (pip install py-spy)
+            spy = Path(sys.executable).with_name("py-spy")
+            command[:0] = [str(spy), "record", "-r", "250", "-f", "raw", "-o", str(profile)]
+            command.insert(command.index(sys.executable), "--")
+        command += ["--json", "--today", today.isoformat()]
+        sim_before, machine_before = _cpu_ticks(sim.pid), _machine_ticks()
+        started = time.perf_counter()
+        with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
+            proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=folder)
+            rss = _poll_rss(proc.pid, started, folder / "rss.tsv")
+            # wait4, not Popen.wait: it returns this one child's rusage (CPU, ru_maxrss)
+            _, status, usage = os.wait4(proc.pid, 0)
+            rss.join()
+            proc.returncode = code = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        sim_after, machine_after = _cpu_ticks(sim.pid), _machine_ticks()
+    finally:
+        stop(sim)
+    summary = _summary((folder / "stdout").read_text())
+    if code != 0 or summary is None:
+        raise RuntimeError(f"pull exited {code}: {(folder / 'stderr').read_text()[-2000:]}")
+    tick = os.sysconf("SC_CLK_TCK")
+    busy_ticks = machine_after[0] - machine_before[0]
+    busy = busy_ticks / max(1, machine_after[1] - machine_before[1])
+    cpu = usage.ru_utime + usage.ru_stime
+    sim_seconds = (sim_after - sim_before) / tick
+    done = int(summary["done"])
+    run_seconds = float(summary["elapsed_seconds"])
+    return Result(
+        jobs=jobs,
+        phones=phones,
+        days=days,
+        done=done,
+        rows=int(summary["rows"]),
+        wall_seconds=wall,
+        run_seconds=run_seconds,
+        jobs_per_second=done / wall,
+        run_jobs_per_second=done / run_seconds if run_seconds else 0.0,
+        cpu_seconds=cpu,
+        cpu_ms_per_job=1000 * cpu / max(1, done),
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        sim_cpu_share=sim_seconds / wall,
+        machine_busy=busy,
+        other_cores=max(0.0, (busy_ticks / tick - cpu - sim_seconds) / wall),
+        store_mb=_folder_bytes(folder / "store") / 1e6,
+    )
+
+
+def _poll_rss(pid: int, started: float, out: Path) -> threading.Thread:
+    """Record the pull's resident set every RSS_POLL_SECONDS (where in the run memory peaks)."""
+
+    def poll() -> None:
+        with open(out, "w") as sink:
+            while True:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    return
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                if "VmRSS" not in fields:  # a zombie: exited, not yet reaped
+                    return
+                rss_kb = int(fields["VmRSS"].split()[0])
+                sink.write(f"{time.perf_counter() - started:.2f}\t{rss_kb / 1024:.1f}\n")
+                time.sleep(RSS_POLL_SECONDS)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    return thread
+
+
+def _summary(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            data: dict[str, Any] = json.loads(line)
+            return data
+    return None
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = re.sub(r"\s+", " ", line.split(":", 1)[1].strip())
+            break
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| jobs | rows | wall s | jobs/s | run jobs/s | CPU ms/job | peak RSS MB "
+        "| sim CPU (1 core) | machine busy | other load | store MB |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.done:,} | {r.rows:,} | {r.wall_seconds:.1f} | {r.jobs_per_second:,.0f} "
+            f"| {r.run_jobs_per_second:,.0f} | {r.cpu_ms_per_job:.2f} | {r.peak_rss_mb:.0f} "
+            f"| {r.sim_cpu_share:.0%} | {r.machine_busy:.0%} | {r.other_cores:.2f} cores "
+            f"| {r.store_mb:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, action="append", help="jobs per run (repeatable)")
+    parser.add_argument("--phones", type=int, default=DEFAULT_PHONES, help="numbers served")
+    parser.add_argument("--flush-jobs", type=int, default=500)
+    parser.add_argument("--flush-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--no-compact", action="store_true", help="store.auto_compact = false (pull only)"
+    )
+    parser.add_argument("--work", type=Path, help="folder for stores (default: a temp folder)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="profile the (last) pull into this file: cProfile if it ends in .prof, else "
+        "py-spy's collapsed stacks (figures of a profiled run are not comparable)",
+    )
+    args = parser.parse_args(argv)
+    sizes = args.jobs or list(DEFAULT_JOBS)
+    print(f"machine: {machine()}", flush=True)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="harvester-pipeline-") as temp:
+        work = args.work or Path(temp)
+        for i, jobs in enumerate(sizes):
+            profile = args.profile if args.profile and i == len(sizes) - 1 else None
+            result = run_one(
+                jobs,
+                args.phones,
+                work,
+                flush_jobs=args.flush_jobs,
+                flush_seconds=args.flush_seconds,
+                auto_compact=not args.no_compact,
+                profile=profile,
+            )
+            results.append(result)
+            print(table([result]).splitlines()[-1], flush=True)
+    print()
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

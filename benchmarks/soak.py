@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,14 +56,13 @@ FAULTS = {"error-rate": 0.02, "drop-rate": 0.01, "malformed-rate": 0.01}  # the 
 SEED = 0  # `harvester simulate`'s default seed: the twin's ground truth must use the same
 CONCURRENCY = 4  # the config default
 FLUSH_JOBS = 500  # the config default: the batch that bounds memory
-# Flush by count only: a time-based flush requested by the very last job of a run trips the
-# scheduler bug pinned in tests/test_faults.py (the run never ends).
-FLUSH_SECONDS = 3600
+FLUSH_SECONDS = 2.0  # the config default
 SAMPLE_JOBS = 400  # jobs compared row by row with the ground truth
 PASSWORD_ENV = "HARVESTER_SOAK_PASSWORD"
 SIMULATOR_START_SECONDS = 30
 MIN_PULL_TIMEOUT_SECONDS = 120  # plus PULL_SECONDS_PER_JOB per job: a hung run is a failure
 PULL_SECONDS_PER_JOB = 0.05
+RSS_POLL_SECONDS = 0.25  # resolution of the RSS timeline (is memory flat over the run?)
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Result:
     cpu_seconds: float
     cpu_ms_per_job: float
     summary: dict[str, Any]
+    rss_mb_at: dict[str, float] = field(default_factory=dict)  # resident set at 25..100% of run
     ledger_done: int = 0
     jobs_done_more_than_once: int = 0
     jobs_fetched_more_than_once: int = 0
@@ -194,7 +195,10 @@ def run_pull(jobs: int, work: Path) -> Result:
         started = time.perf_counter()
         with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
             proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=folder)
+            samples: list[tuple[float, float]] = []
+            poller = poll_rss(proc.pid, samples)
             code, usage = wait_with_timeout(proc, timeout)
+            poller.join()
         wall = time.perf_counter() - started
     finally:
         stop(sim)
@@ -208,6 +212,7 @@ def run_pull(jobs: int, work: Path) -> Result:
         cpu_seconds=cpu,
         cpu_ms_per_job=1000 * cpu / jobs,
         summary=summary,
+        rss_mb_at=timeline(samples),
     )
     if code != 0:
         stderr = (folder / "stderr").read_text()[-1000:]
@@ -216,6 +221,38 @@ def run_pull(jobs: int, work: Path) -> Result:
             return result
     check_store(folder / "store", phones, start, end, result)
     return result
+
+
+def poll_rss(pid: int, samples: list[tuple[float, float]]) -> threading.Thread:
+    """Append (seconds, VmRSS MB) of ``pid`` every RSS_POLL_SECONDS until it exits."""
+
+    def poll() -> None:
+        started = time.perf_counter()
+        while True:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                return
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if "VmRSS" not in fields:  # a zombie: exited, not yet reaped
+                return
+            samples.append((time.perf_counter() - started, int(fields["VmRSS"].split()[0]) / 1024))
+            time.sleep(RSS_POLL_SECONDS)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    return thread
+
+
+def timeline(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """The largest resident set seen up to 25, 50, 75 and 100% of the run's time."""
+    if not samples:
+        return {}
+    end = samples[-1][0]
+    return {
+        f"{share}%": max(mb for at, mb in samples if at <= end * share / 100)
+        for share in (25, 50, 75, 100)
+    }
 
 
 def wait_with_timeout(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, Any]:
@@ -303,16 +340,19 @@ def last_json(stdout: str) -> dict[str, Any] | None:
 
 def report(results: list[Result]) -> str:
     lines = [
-        "| jobs | exit | wall s | peak RSS MB | CPU ms/job | requests | retries | quarantined "
+        "| jobs | exit | wall s | peak RSS MB | RSS MB at 25/50/75% | CPU ms/job | requests "
+        "| retries | quarantined "
         "| done once | fetched twice | not done | dup rows | sample = truth |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: |",
+        "| ---: | ---: |",
     ]
     for r in results:
         s = r.summary
+        at = "/".join(f"{r.rss_mb_at[k]:.0f}" for k in ("25%", "50%", "75%") if k in r.rss_mb_at)
         lines.append(
             f"| {r.jobs:,} | {r.exit_code} | {r.wall_seconds:.1f} | {r.peak_rss_mb:.0f} "
-            f"| {r.cpu_ms_per_job:.2f} | {s.get('requests', 0):,} | {s.get('retries', 0):,} "
+            f"| {at or '-'} | {r.cpu_ms_per_job:.2f} | {s.get('requests', 0):,} "
+            f"| {s.get('retries', 0):,} "
             f"| {r.quarantined:,} | {r.ledger_done - r.jobs_done_more_than_once:,} "
             f"| {r.jobs_fetched_more_than_once} | {r.jobs_not_done} | {r.duplicate_rows} "
             f"| {r.sampled - r.sample_mismatches}/{r.sampled} |"

@@ -380,6 +380,11 @@ def _report(summary: RunSummary, as_json: bool) -> None:
             click.echo(f"  failed: {job.phone} {job.window_start}..{job.window_end}: {reason}")
         if len(summary.failed) > 20:
             click.echo(f"  ... and {len(summary.failed) - 20} more (harvester status --gaps)")
+        if summary.failed_before:
+            click.echo(
+                f"  {len(summary.failed_before)} jobs still failed from earlier runs "
+                "(harvester status --gaps; harvester pull --retry-failed tries them again)"
+            )
     if summary.stopped == "credentials":
         click.echo(f"harvester: error: {redact(summary.message or '')}", err=True)
     elif summary.stopped == "interrupted":

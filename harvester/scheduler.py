@@ -91,6 +91,8 @@ class RunSummary:
     to_fetch: int = 0
     done: int = 0
     failed: list[tuple[Job, str]] = field(default_factory=list)
+    # jobs of the plan that failed in an earlier run and that this run did not retry
+    failed_before: list[Job] = field(default_factory=list)
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
@@ -107,7 +109,7 @@ class RunSummary:
             return 3
         if self.stopped == "interrupted":
             return 130
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.failed_before else 0
 
     @property
     def pending(self) -> int:
@@ -133,6 +135,14 @@ class RunSummary:
                         "reason": reason,
                     }
                     for j, reason in self.failed
+                ],
+                "failed_before": [
+                    {
+                        "phone": j.phone,
+                        "window_start": j.window_start.isoformat(),
+                        "window_end": j.window_end.isoformat(),
+                    }
+                    for j in self.failed_before
                 ],
                 "pending": self.pending,
                 "requests": self.requests,
@@ -250,6 +260,13 @@ class _Run:
         s = self.summary
         s.planned, s.to_fetch = counts.total, counts.to_fetch
         s.already_done = counts.done
+        if counts.failed:  # exit 0 means every planned job is done: earlier failures count
+            s.failed_before = [
+                job
+                for job in self.plan.jobs()
+                if self.index.state(job.key) == "failed"
+                and not self.plan.is_pending(job, "failed", self.index)
+            ]
         self.progress.started(self.plan.command, counts, self.gate)
         client = ApiClient(session, self.config.api.base_url, self.config.api.timeout_seconds)
         jobs = self.plan.pending(self.index)  # one generator shared by the workers: streamed
@@ -345,8 +362,8 @@ class _Run:
                     permit.observe(reply.status, reply.headers)
                 elif problem is not None and problem.status is not None:
                     permit.observe(problem.status, problem.headers or {})
-            status = reply.status if reply is not None else None
-            if status != 401:
+            heard = reply.status if reply is not None else problem.status if problem else None
+            if heard is not None and heard != 401:  # the server took the credentials
                 self.credentials.accepted(credentials)
             if reply is None:
                 reason = f"transport: {problem}"
@@ -432,8 +449,11 @@ class _Run:
     async def _flusher(self) -> None:
         """Flush in a worker thread when a batch is full or ``flush_seconds`` have passed."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives as the event is set, and the run would wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.flush_wanted.wait(), self.config.store.flush_seconds)
+                async with asyncio.timeout(self.config.store.flush_seconds):
+                    await self.flush_wanted.wait()
             self.flush_wanted.clear()
             try:
                 async with self.flush_lock:

@@ -71,4 +71,4 @@ def test_the_tiny_benchmark_runs() -> None:
     for row in harvester:
         assert row[8].strip() == "20/20"  # every job done
         assert int(row[6]) == 0  # no 429
-    assert len(rows) == 2 * 5 + 1  # the header row and five clients per scenario
+    assert len(rows) == 2 + 2 * 5  # header, rule, and five clients per scenario

@@ -52,19 +52,15 @@ OUTAGE_RETRY = RetryPolicy(max_attempts=12, backoff_base=0.25, backoff_cap=2.0)
 # Bounded waits for the threads that inject a fault once the run is under way.
 TRIGGER_TIMEOUT_SECONDS = 20.0
 ACCOUNT_PASSWORD_ENV = "VT_TEST_ACCOUNT_PASSWORD"
+FLUSH_EVERY = 10  # jobs per batch in the fault scenarios: four batches in a 40-job run
 
 
 def config_for(tmp_path: Path, sim: SimulatorServer, **kw: Any) -> Path:
-    """``write_config`` with one flush at the end of the run unless a test asks for batches.
-
-    Batches are kept out of the scenarios that do not test them because of the scheduler bug
-    pinned by ``test_a_run_whose_last_job_fills_a_batch_finishes``: a flush requested by the
-    very last job hangs the run forever.
-    """
+    """``write_config`` for START..END, flushing every FLUSH_EVERY jobs: the faults strike while
+    batches are written, and a 40-job run ends on a full batch (the case that used to hang)."""
     kw.setdefault("start", START)
     kw.setdefault("end", END)
-    kw.setdefault("flush_jobs", 10_000)
-    kw.setdefault("flush_seconds", 60)
+    kw.setdefault("flush_jobs", FLUSH_EVERY)
     return write_config(tmp_path, sim, **kw)
 
 
@@ -246,7 +242,7 @@ def test_pathological_bodies_raise_only_reply_error(body: bytes) -> None:
 
 
 def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeSimulator) -> None:
-    sim = make_simulator(today=TODAY, latency=0.01)
+    sim = make_simulator(today=TODAY, latency=0.05)
     config = config_for(tmp_path, sim)
     outage: dict[str, float] = {}
 
@@ -277,7 +273,7 @@ def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeS
 def test_401_mid_run_with_fixed_credentials_exits_3_keeps_data_and_resumes(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
-    sim = make_simulator(today=TODAY, latency=0.01)
+    sim = make_simulator(today=TODAY, latency=0.05)
     config = config_for(tmp_path, sim)
     trigger = when(
         lambda: sim.log.count(outcome="ok") >= 12, lambda: sim.simulator.expire_credentials()
@@ -330,7 +326,7 @@ def account_config(tmp_path: Path, sim: SimulatorServer) -> Path:
 def test_401_mid_run_with_account_credentials_renews_and_finishes(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
-    sim = make_simulator(today=TODAY, latency=0.01)
+    sim = make_simulator(today=TODAY, latency=0.05)
     config = account_config(tmp_path, sim)
     env = cli_env(**{ACCOUNT_PASSWORD_ENV: sim.settings.account_password})
     trigger = when(
@@ -441,11 +437,12 @@ def test_disk_full_during_a_write(
     assert fetched < jobs, "the disk never filled up"
     done = assert_done_jobs_match_truth(store, sim)
     assert 0 < done < fetched
-    # a full disk stops the run: at most the batch being written and the next one are lost
-    assert fetched - done <= 2 * FLUSH_JOBS + 4
+    # a full disk stops the run instead of fetching the rest of the plan into memory. What is
+    # fetched but not durable (re-fetched next time) is the failing batch plus what arrived
+    # while it was written: a few batches on a quiet machine, more on a loaded one.
+    assert fetched - done <= jobs // 2, (fetched, done)
 
     grow_the_disk(store, variant)
-    config_for(tmp_path, sim, start=LONG_START)  # one flush at the end (see config_for)
     second = run_cli(["pull", "-c", str(config), "--json", *CLI_TODAY], env=cli_env(sim))
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["already_done"] == done
@@ -456,18 +453,9 @@ def test_disk_full_during_a_write(
 
 
 # ---------------------------------------------------------------------------------------------
-# bugs found here, pinned until they are fixed in harvester/scheduler.py
+# bugs found here, fixed in harvester/scheduler.py (the flusher's wait; earlier failures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "scheduler._flusher waits with asyncio.wait_for, which on Python 3.11 swallows the "
-        "cancellation when the awaited event was set in the same loop iteration: if the last "
-        "job of a run requests a flush, _Run.run cancels the flusher, the flusher goes on "
-        "looping, and gather(watcher, *helpers) never returns - the run hangs forever"
-    ),
-)
 def test_a_run_whose_last_job_fills_a_batch_finishes(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
@@ -482,15 +470,6 @@ def test_a_run_whose_last_job_fills_a_batch_finishes(
     assert run.returncode == 0, run.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "contract: exit 0 means every planned job is done. A plain re-run skips the jobs that "
-        "failed before (Plan.is_pending: only --retry-failed runs them) and RunSummary.exit_code "
-        "only looks at this run's failures, so it exits 0 with failed jobs in the plan and does "
-        "not list them"
-    ),
-)
 def test_a_rerun_that_leaves_failed_jobs_does_not_exit_0(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:

@@ -368,6 +368,14 @@ def test_a_phone_not_on_the_account_fails_with_the_servers_message(
     assert sim.log.count(status=400) == 3
     assert_store_matches_truth(tmp_path / "store", sim, [good], START, _end(3))
 
+    # a plain re-run does not retry them (--retry-failed does), but exit 0 would say all is done
+    again = run_cli(
+        ["pull", "-c", str(config), "--json", "--today", TODAY.isoformat()], env=cli_env(sim)
+    )
+    assert again.returncode == 1, again.stderr
+    assert len(json.loads(again.stdout)["failed_before"]) == 3
+    assert sim.log.count(status=400) == 3
+
 
 def test_500s_at_30_percent_are_retried_until_every_job_is_done(
     tmp_path: Path, make_simulator: MakeSimulator

@@ -116,8 +116,7 @@ def account_and_fixed_config(tmp_path: Path, sim: SimulatorServer) -> Path:
         start=START,
         end=END,
         max_attempts=10,
-        flush_jobs=10_000,  # one flush at the end: see tests/test_faults.py config_for
-        flush_seconds=60,
+        flush_jobs=5,  # several batches, each a chance to leak
         api_extra=(
             f'tool = "dev"\naccount_login = "{sim.settings.account_login}"\n'
             f'account_password_env = "{ACCOUNT_PASSWORD_ENV}"'
@@ -135,7 +134,7 @@ def test_a_full_run_leaks_no_secret_anywhere(tmp_path: Path, make_simulator: Mak
         seed=SEED,
         temp_password=PASSWORD,
         account_password=ACCOUNT_PASSWORD,
-        latency=0.002,
+        latency=0.05,
         error_rate=0.05,
         drop_rate=0.05,
         malformed_rate=0.05,

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
-from harvester.store.compact import CompactionResult, compact_store, needs_compaction
+from harvester.store.compact import SPILL_DIR, CompactionResult, compact_store, needs_compaction
 from harvester.store.files import fsync_dir, remove_temps, temp_path
 from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, hold_lock
@@ -59,7 +60,7 @@ __all__ = [
 
 # Entries a fresh store folder may already hold (a previous ensure_writable that crashed, or an
 # empty folder the user made): anything else means the folder is not ours to fill.
-_OWN_ENTRIES = {s.STORE_FILE, s.LOCK_FILE, s.DATA_DIR, s.RAW_DIR, s.LEDGER_DIR}
+_OWN_ENTRIES = {s.STORE_FILE, s.LOCK_FILE, s.DATA_DIR, s.RAW_DIR, s.LEDGER_DIR, SPILL_DIR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ class Store:
     def lock(self, run_id: str) -> Iterator[LockHolder | None]:
         """Hold the store's write lock (re-entrant within this object); StoreLockedError if taken.
 
-        Taking it also removes temp files a crashed writer left behind.
+        Taking it also removes temp files a crashed writer or compaction left behind.
         """
         if self._lock_depth:
             self._lock_depth += 1
@@ -188,6 +189,7 @@ class Store:
             self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
             try:
                 remove_temps([self._layout.data, self._layout.raw, self._layout.ledger])
+                shutil.rmtree(self.path / SPILL_DIR, ignore_errors=True)
                 yield holder
             finally:
                 self._lock_depth, self._run_id = 0, None

@@ -56,6 +56,74 @@ def write_parquet(
     return tmp
 
 
+class ParquetSink:
+    """One Parquet file written in row groups as rows arrive: what compaction streams into.
+
+    Rows are buffered until ``row_group_rows`` are there, so however the caller slices its
+    batches the file gets full row groups (good compression and statistics) and memory holds one
+    row group, not the whole file. :meth:`close` returns the fsynced temp path, like
+    :func:`write_parquet`; on an error the temp file is left for :func:`remove_temps`.
+    """
+
+    def __init__(
+        self,
+        final: Path,
+        schema: pa.Schema,
+        dictionary: list[str],
+        metadata: Mapping[str, str],
+        row_group_rows: int,
+    ) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.temp = temp_path(final)
+        self.rows = 0
+        merged = dict(schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        self._schema = schema
+        self._row_group_rows = row_group_rows
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._handle = open(self.temp, "wb")  # noqa: SIM115 - closed in close()
+        self._writer = pq.ParquetWriter(
+            self._handle,
+            schema.with_metadata(merged),
+            compression=COMPRESSION,
+            use_dictionary=dictionary,
+            write_statistics=True,
+        )
+
+    def write(self, table: pa.Table) -> None:
+        """Append rows (cast to the sink's schema); full row groups go to the file at once."""
+        self._pending.append(table.cast(self._schema))
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        while self._pending_rows >= self._row_group_rows:
+            self._write_group(self._row_group_rows)
+
+    def _write_group(self, rows: int) -> None:
+        pending = pa.concat_tables(self._pending)
+        self._writer.write_table(pending.slice(0, rows), row_group_size=rows)
+        rest = pending.slice(rows)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> Path:
+        """Write what is buffered, fsync, close; the temp path (not renamed)."""
+        try:
+            if self._pending_rows:
+                self._write_group(self._pending_rows)
+            self._writer.close()
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        finally:
+            self._handle.close()
+        return self.temp
+
+    def abandon(self) -> None:
+        """Close without finishing the file (an error elsewhere); the temp file stays behind."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._handle.close()
+
+
 def publish(temps: Iterable[Path]) -> int:
     """Rename each temp file onto its final name, then fsync every touched folder once.
 

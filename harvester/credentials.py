@@ -34,6 +34,7 @@ import aiohttp
 from harvester.clock import Clock
 from harvester.config import ApiConfig, Secret
 from harvester.errors import CredentialsError
+from harvester.logs import register_secrets
 
 log = logging.getLogger("harvester")
 
@@ -184,17 +185,16 @@ class CredentialSource:
     ) -> Credentials:
         api = self._api
         assert api.account_login is not None and api.account_password is not None
-        form = {
-            "tool": api.tool or "",
-            "login": api.account_login,
-            "password": api.account_password.reveal(),
-        }
         url = f"{api.base_url}/auth"
         backoff = AUTH_BACKOFF_SECONDS * 2 ** (attempt - 1)
         try:
             async with session.post(
                 url,
-                data=form,
+                data={  # inline, so no local variable holds the password
+                    "tool": api.tool or "",
+                    "login": api.account_login,
+                    "password": api.account_password.reveal(),
+                },
                 headers={"Accept": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=api.timeout_seconds),
             ) as resp:
@@ -216,7 +216,9 @@ class CredentialSource:
             login, password = str(data["login"]), str(data["password"])
         except (ValueError, KeyError, TypeError):
             raise CredentialsError(f"POST {url} returned no login/password") from None
-        return Credentials(login, Secret(password), generation)
+        fresh = Credentials(login, Secret(password), generation)
+        register_secrets([password, fresh.authorization.reveal()])
+        return fresh
 
 
 def _reset_wait(headers: Mapping[str, str]) -> float:

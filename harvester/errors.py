@@ -5,6 +5,7 @@
     │   └── ConfigError            a config file problem (names the key)
     ├── StoreError                 the store cannot be used as asked: exit 2
     │   └── StoreLockedError       another harvester holds the store's lock (names its pid/host)
+    ├── StoreWriteError            a write failed mid-run (disk full): exit 1, flushed data kept
     ├── CredentialsError           the API rejected the credentials (401) or they expired: exit 3
     ├── ReplyError                 invalid reply body; retried, then quarantined
     ├── JobFailed                  a job failed for good (400/405, retries spent); run goes on
@@ -41,6 +42,10 @@ class StoreError(HarvesterError):
 
 class StoreLockedError(StoreError):
     """Another live harvester process holds the store's write lock."""
+
+
+class StoreWriteError(HarvesterError):
+    """Writing to the store failed mid-run (disk full, I/O error): exit 1; what was flushed stays."""
 
 
 class CredentialsError(HarvesterError):

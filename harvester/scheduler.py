@@ -39,7 +39,7 @@ from harvester.client import ApiClient, RawReply, TransportError
 from harvester.clock import Clock, SystemClock
 from harvester.config import Config
 from harvester.credentials import CredentialSource
-from harvester.errors import CredentialsError, ReplyError, StoreError
+from harvester.errors import CredentialsError, ReplyError, StoreError, StoreWriteError
 from harvester.gate import QuotaGate
 from harvester.jobs import Job
 from harvester.plan import JobIndex, Plan, count
@@ -458,7 +458,7 @@ class _Run:
             try:
                 async with self.flush_lock:
                     await asyncio.to_thread(self.writer.flush)
-            except StoreError as exc:  # the buffer is kept; the final flush tries once more
+            except (StoreError, StoreWriteError) as exc:  # buffer kept; the final flush retries
                 if self.error is None:
                     self.error = exc
                 self.stop.set()

@@ -428,7 +428,7 @@ def test_disk_full_during_a_write(
 
     first = run_cli(["-q", "pull", "-c", str(config), *CLI_TODAY], env=cli_env(sim, **full_disk))
 
-    assert first.returncode != 0
+    assert first.returncode == 1  # a failure mid-run, not a usage error (that is exit 2)
     assert first.stderr.count("\n") == 1, first.stderr  # -q: the error line and nothing else
     (line,) = error_lines(first.stderr)
     assert "No space left on device" in line and str(store) in line, line

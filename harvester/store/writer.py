@@ -30,7 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from harvester import __version__
-from harvester.errors import StoreError
+from harvester.errors import StoreError, StoreWriteError
 from harvester.jobs import Job
 from harvester.reply import COLUMNS, ParsedReply
 from harvester.store import schema as s
@@ -215,7 +215,9 @@ class StoreWriter:
                     buffer.entries.extend(self._buffer.entries)
                     buffer.fetch_ids |= self._buffer.fetch_ids
                     self._buffer = buffer
-                raise StoreError(f"cannot write to the store {self._layout.root}: {exc}") from exc
+                raise StoreWriteError(
+                    f"cannot write to the store {self._layout.root}: {exc}"
+                ) from exc
 
     def close(self) -> FlushResult:
         """Flush what is buffered; later ``record_*`` calls raise StoreError."""

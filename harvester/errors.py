@@ -45,7 +45,7 @@ class StoreLockedError(StoreError):
 
 
 class StoreWriteError(HarvesterError):
-    """Writing to the store failed mid-run (disk full, I/O error): exit 1; what was flushed stays."""
+    """Writing to the store failed mid-run (disk full): exit 1; what was flushed stays."""
 
 
 class CredentialsError(HarvesterError):

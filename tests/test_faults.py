@@ -136,6 +136,8 @@ FLAKY = {
     "truncated": ({"truncate_rate": 0.3}, "truncated"),
     "malformed": ({"malformed_rate": 0.3}, "malformed"),
     "slow": ({"jitter": 0.5}, None),
+    # the store issue's own mix: 5% 500s, 3% dropped connections, 3% malformed bodies
+    "store-mix": ({"error_rate": 0.05, "drop_rate": 0.03, "malformed_rate": 0.03}, None),
     "everything": (
         {
             "error_rate": 0.08,

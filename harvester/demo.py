@@ -53,7 +53,7 @@ FALLBACK_QUERY = (
 def run_demo(store: Path, *, quiet: bool = False) -> int:
     """Run the demo into ``store`` (replaced); returns the process exit code."""
     _replace_store(store)
-    console = Console()
+    console = Console(soft_wrap=True)  # tables are as wide as they are; the terminal wraps
     summary = asyncio.run(_pull(store, quiet=quiet))
     console.print(
         f"\n[bold]pulled[/] {summary.done} jobs, {summary.rows} rows, "

@@ -67,17 +67,23 @@ def describe_plan(
         f"{counts.to_fetch} to fetch ({counts.refetch} re-fetch)",
         f"  requests: {cost.requests} at {budget} per {format_duration(q.window_seconds)} "
         f"(limit {q.limit}, reserve {q.reserve}): {cost.windows} quota window(s), "
-        f"about {format_duration(cost.seconds)}, finishing about "
-        f"{finish.strftime('%Y-%m-%d %H:%M %Z')}",
+        f"{_how_long(cost)}, finishing about {finish.strftime('%Y-%m-%d %H:%M %Z')}",
     ]
     if alternatives:
         lines.append("  alternatives (requests for the whole range on an empty store):")
         for alt in alternatives:
             lines.append(
                 f"    {alt['name']:<22} {alt['requests']:>8} requests, "
-                f"about {format_duration(alt['seconds'])}"
+                f"{_how_long(Cost.of(alt['requests'], budget, q.window_seconds))}"
             )
     return "\n".join(lines)
+
+
+def _how_long(cost: Cost) -> str:
+    """Wall time at the quota; a plan that fits one window is paced by the network, not by it."""
+    if cost.windows <= 1:
+        return "within one quota window"
+    return f"about {format_duration(cost.seconds)}"
 
 
 def _alternatives(plan: Plan, budget: int, window_seconds: float) -> list[dict[str, Any]]:

@@ -102,7 +102,7 @@ def parse_reply(body: bytes) -> ParsedReply:
     except UnicodeDecodeError as exc:
         raise ReplyError(f"body is not UTF-8 (byte {exc.start})") from None
     try:
-        document = json.loads(text, parse_constant=_reject_constant)
+        document = _DECODER.decode(text)
     except ReplyError:
         raise
     except RecursionError:
@@ -258,6 +258,10 @@ def _check_encodable(out: ParsedReply) -> None:
 
 def _reject_constant(name: str) -> object:
     raise ReplyError(f"body is not JSON: {name} is not a JSON number")
+
+
+# Built once: json.loads with a keyword argument builds a new decoder and scanner per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _json_type(value: object) -> str:

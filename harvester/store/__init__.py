@@ -18,26 +18,37 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
-from harvester.store.compact import SPILL_DIR, CompactionResult, compact_store, needs_compaction
-from harvester.store.files import fsync_dir, remove_temps, temp_path
 from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, hold_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
 from harvester.store.views import base_views_sql, connect_base, parquet_source, retry_read
-from harvester.store.writer import FetchMeta, FlushResult, StoreWriter
+
+# Writing and compacting need pyarrow.parquet and pyarrow.compute (~80 ms to import); reading the
+# ledger (`harvester plan`, `status`) does not. So those modules load on first use (PEP 562).
+_LAZY = {
+    "CompactionResult": "harvester.store.compact",
+    "FetchMeta": "harvester.store.writer",
+    "FlushResult": "harvester.store.writer",
+    "StoreWriter": "harvester.store.writer",
+}
+
+if TYPE_CHECKING:
+    from harvester.store.compact import CompactionResult
+    from harvester.store.writer import FetchMeta, FlushResult, StoreWriter
 
 __all__ = [
     "CompactionResult",
@@ -60,7 +71,7 @@ __all__ = [
 
 # Entries a fresh store folder may already hold (a previous ensure_writable that crashed, or an
 # empty folder the user made): anything else means the folder is not ours to fill.
-_OWN_ENTRIES = {s.STORE_FILE, s.LOCK_FILE, s.DATA_DIR, s.RAW_DIR, s.LEDGER_DIR, SPILL_DIR}
+_OWN_ENTRIES = {s.STORE_FILE, s.LOCK_FILE, s.DATA_DIR, s.RAW_DIR, s.LEDGER_DIR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,8 @@ class Store:
         for folder in (self._layout.data, self._layout.raw, self._layout.ledger):
             folder.mkdir(exist_ok=True)
         if not store_file.exists():
+            from harvester.store.files import fsync_dir, temp_path
+
             info = {
                 "format": s.FORMAT_NAME,
                 "format_version": s.FORMAT_VERSION,
@@ -176,7 +189,7 @@ class Store:
     def lock(self, run_id: str) -> Iterator[LockHolder | None]:
         """Hold the store's write lock (re-entrant within this object); StoreLockedError if taken.
 
-        Taking it also removes temp files a crashed writer or compaction left behind.
+        Taking it also removes temp files a crashed writer left behind.
         """
         if self._lock_depth:
             self._lock_depth += 1
@@ -187,11 +200,12 @@ class Store:
             return
         if not self.path.is_dir():
             raise StoreError(f"store.path {self.path} is not a store folder")
+        from harvester.store.files import remove_temps
+
         with hold_lock(self._layout.lock_file, run_id) as holder:
             self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
             try:
                 remove_temps([self._layout.data, self._layout.raw, self._layout.ledger])
-                shutil.rmtree(self.path / SPILL_DIR, ignore_errors=True)
                 yield holder
             finally:
                 self._lock_depth, self._run_id = 0, None
@@ -209,6 +223,8 @@ class Store:
         ``monotonic`` is the clock of ``flush_seconds`` (pass the harvester's ``Clock.monotonic``
         when the writer is polled from the event loop).
         """
+        from harvester.store.writer import StoreWriter
+
         self._require_lock("write")
         return StoreWriter(
             self._layout,
@@ -227,12 +243,14 @@ class Store:
         """
         if not self._layout.ledger.is_dir() and not self._layout.data.is_dir():
             raise StoreError(f"store.path {self.path} holds no store")
+        from harvester.store.compact import compact_store
+
         with self.lock(self._run_id or f"compact-{os.getpid()}"), self._write_mutex:
             return compact_store(self._layout, self._allocate_batch())
 
     def needs_compaction(self) -> bool:
         """Whether enough small files piled up for :meth:`compact` to pay off."""
-        return needs_compaction(self._layout)
+        return s.needs_compaction(self._layout)
 
     def _require_lock(self, what: str) -> None:
         if not self._lock_depth:
@@ -300,6 +318,13 @@ class Store:
     def views_sql(self) -> str:
         """The base relations' SQL for this store (see :func:`base_views_sql`)."""
         return base_views_sql(self._layout.root)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harvester.store' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def open_index(path: Path | str) -> JobIndex:

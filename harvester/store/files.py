@@ -79,7 +79,7 @@ class ParquetSink:
         merged = dict(schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})
         self._schema = schema
-        self._row_group_rows = row_group_rows
+        self.row_group_rows = row_group_rows
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._handle = open(self.temp, "wb")  # noqa: SIM115 - closed in close()
@@ -96,8 +96,8 @@ class ParquetSink:
         self._pending.append(table.cast(self._schema))
         self._pending_rows += table.num_rows
         self.rows += table.num_rows
-        while self._pending_rows >= self._row_group_rows:
-            self._write_group(self._row_group_rows)
+        while self._pending_rows >= self.row_group_rows:
+            self._write_group(self.row_group_rows)
 
     def _write_group(self, rows: int) -> None:
         pending = pa.concat_tables(self._pending)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from harvester.jobs import Grain, period_start
 from harvester.store import schema as s
@@ -82,13 +81,35 @@ class JobIndex:
         entry = self._phones.get(key[0])
         if entry is None:
             return None
-        period = key[1]
-        if self._exact and period_start(period, self.grain) != period:
-            return None  # not a period of this store's grain: never recorded
-        position = _slot_of_days(_days(period), self.grain) - entry.base
+        position = self._position(entry, key[1])
         if 0 <= position < len(entry.states):
             return entry, position
         return None
+
+    def _position(self, entry: _Phone, period: dt.date) -> int:
+        """``period``'s index in ``entry``'s arrays (out of range if not recorded there)."""
+        if self.grain is Grain.DAY:  # the common case, asked ~10**6 times by a large plan
+            return period.toordinal() - _EPOCH_DAY - entry.base
+        if self._exact and period_start(period, self.grain) != period:
+            return -1  # not a period of this store's grain: never recorded
+        return _slot_of_days(_days(period), self.grain) - entry.base
+
+    def count_states(self, phone: str, first: dt.date, last: dt.date) -> tuple[int, int]:
+        """``(done, failed)``: how many of ``phone``'s periods from ``first`` to ``last`` (both
+        period starts, inclusive) are done and failed, counted in C over the state array.
+
+        A plan over 550,000 daily jobs asks this once per phone rather than :meth:`state` once
+        per job (~1.5 s of Python).
+        """
+        entry = self._phones.get(phone)
+        if entry is None or first > last:
+            return 0, 0
+        start = max(self._position(entry, first), 0)
+        end = min(self._position(entry, last) + 1, len(entry.states))
+        if start >= end:
+            return 0, 0
+        states = entry.states[start:end]
+        return states.count(1), states.count(2)
 
     def state(self, key: tuple[str, dt.date]) -> JobState | None:
         """``done``, ``failed`` (the latest record) or None (never recorded)."""
@@ -153,8 +174,8 @@ class JobIndex:
     def _load(self, root: Path) -> None:
         """Build the dense arrays in DuckDB and copy their buffers: no per-job Python work.
 
-        DuckDB aggregates the ledger per job, expands each phone's span into one row per slot
-        (``range``), and returns fixed-width columns in slot order; each phone's share of a
+        DuckDB aggregates the ledger per job and expands each phone's span into one row per slot
+        (``range``), returned as fixed-width columns in slot order; each phone's share of a
         column is then a slice of an Arrow buffer, copied straight into its ``array``.
         """
         layout = s.Layout(root)
@@ -163,19 +184,14 @@ class JobIndex:
         con = new_connection(ordered=False)
         try:
             source = parquet_source(s.ledger_glob(layout), partitioned=False)
-            query = _INDEX_SQL.format(
-                source=source,
-                slot=_SLOT_SQL[self.grain],
-                no_day=_NO_DAY,
-                max_attempts=MAX_ATTEMPTS,
+            jobs = _JOBS_SQL.format(
+                source=source, slot=_SLOT_SQL[self.grain], max_attempts=MAX_ATTEMPTS
             )
-            dense = retry_read(lambda: con.sql(query).to_arrow_table()).combine_chunks()
+            retry_read(lambda: con.execute(f"CREATE TEMP TABLE jobs AS {jobs}"))
+            spans = con.execute(_SPANS_SQL).fetchall()
+            dense = con.sql(_DENSE_SQL.format(no_day=_NO_DAY)).to_arrow_table().combine_chunks()
         finally:
             con.close()
-        phones = dense.column("phone").chunk(0)
-        runs = pc.run_end_encode(phones)  # one run per phone, in slot order
-        run_ends = runs.run_ends.to_pylist()
-        names = runs.values.to_pylist()
         columns = {
             name: (dense.column(name).chunk(0), width)
             for name, width in (
@@ -186,11 +202,11 @@ class JobIndex:
                 ("done_as_of", 4),
             )
         }
-        base_slots = dense.column("slot")
         start = 0
-        for phone, end in zip(names, run_ends, strict=True):
+        for phone, first_slot, last_slot in spans:
+            end = start + last_slot - first_slot + 1
             entry = _Phone(
-                base=base_slots[start].as_py(),
+                base=first_slot,
                 states=bytearray(_buffer(columns["code"], start, end)),
                 attempts=array("H", _buffer(columns["attempts"], start, end)),
                 done_start=array("i", _buffer(columns["done_start"], start, end)),
@@ -220,26 +236,31 @@ _SLOT_SQL = {
     Grain.MONTH: "(year(period) * 12 + month(period) - 1)",
 }
 
-# Per job: the latest state, the total attempts and the window of the latest done record; then
-# one row per slot of each phone's span (empty slots zero / no day), in slot order.
-_INDEX_SQL = """
-WITH jobs AS (
-    SELECT phone, {slot} AS slot,
-           CAST(CASE arg_max(state, seq) WHEN 'done' THEN 1 ELSE 2 END AS UTINYINT) AS code,
-           CAST(least(sum(attempts + prior_attempts), {max_attempts}) AS USMALLINT) AS attempts,
-           CAST(arg_max(window_start, seq) FILTER (WHERE state = 'done')
-                - DATE '1970-01-01' AS INTEGER) AS done_start,
-           CAST(arg_max(window_end, seq) FILTER (WHERE state = 'done')
-                - DATE '1970-01-01' AS INTEGER) AS done_end,
-           CAST(arg_max(as_of, seq) FILTER (WHERE state = 'done')
-                - DATE '1970-01-01' AS INTEGER) AS done_as_of
-    FROM (SELECT * FROM {source})
-    GROUP BY phone, period
-), spans AS (
+# Per job: the latest state, the total attempts and the window of the latest done record.
+_JOBS_SQL = """
+SELECT phone, {slot} AS slot,
+       CAST(CASE arg_max(state, seq) WHEN 'done' THEN 1 ELSE 2 END AS UTINYINT) AS code,
+       CAST(least(sum(attempts + prior_attempts), {max_attempts}) AS USMALLINT) AS attempts,
+       CAST(arg_max(window_start, seq) FILTER (WHERE state = 'done')
+            - DATE '1970-01-01' AS INTEGER) AS done_start,
+       CAST(arg_max(window_end, seq) FILTER (WHERE state = 'done')
+            - DATE '1970-01-01' AS INTEGER) AS done_end,
+       CAST(arg_max(as_of, seq) FILTER (WHERE state = 'done')
+            - DATE '1970-01-01' AS INTEGER) AS done_as_of
+FROM (SELECT * FROM {source})
+GROUP BY phone, period
+"""
+
+# Each phone's span of slots, in phone order: the dense rows come in the same order, a run of
+# (last - first + 1) rows per phone.
+_SPANS_SQL = "SELECT phone, min(slot), max(slot) FROM jobs GROUP BY phone ORDER BY phone"
+
+# One row per slot of each phone's span (empty slots zero / no day), in phone and slot order.
+_DENSE_SQL = """
+WITH spans AS (
     SELECT phone, unnest(range(min(slot), max(slot) + 1)) AS slot FROM jobs GROUP BY phone
 )
-SELECT phone, slot,
-       coalesce(code, CAST(0 AS UTINYINT)) AS code,
+SELECT coalesce(code, CAST(0 AS UTINYINT)) AS code,
        coalesce(attempts, CAST(0 AS USMALLINT)) AS attempts,
        coalesce(done_start, {no_day}) AS done_start,
        coalesce(done_end, {no_day}) AS done_end,

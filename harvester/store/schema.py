@@ -147,6 +147,27 @@ LEDGER_DICTIONARY = ["phone", "state", "reason", "run_id", "harvester_version", 
 COMPRESSION = "zstd"
 
 
+# Beyond this many files in one partition (or in the ledger) reads slow down noticeably: DuckDB
+# opens every file's footer, ~1 ms each, and `status` must stay under 2 s. A 550,000-job backfill
+# in 500-job flushes leaves ~1,100 ledger files; a daily sync adds one per month partition a day.
+COMPACT_FILES_THRESHOLD = 64
+
+
+def needs_compaction(layout: Layout) -> bool:
+    """More than COMPACT_FILES_THRESHOLD files in the ledger or in any partition.
+
+    Here rather than in :mod:`~harvester.store.compact` because ``status`` asks it, and must not
+    pay for importing what compacting needs (pyarrow.parquet, pyarrow.compute).
+    """
+    if len(layout.part_files(layout.ledger)) > COMPACT_FILES_THRESHOLD:
+        return True
+    for base in (layout.data, layout.raw):
+        for files in layout.partitions(base).values():
+            if len(files) > COMPACT_FILES_THRESHOLD:
+                return True
+    return False
+
+
 def month_of(day: dt.date) -> str:
     """The partition value of a job: the month of its ``window_start``."""
     return f"{day.year:04d}-{day.month:02d}"

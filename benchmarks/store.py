@@ -304,6 +304,7 @@ def run(
 ) -> dict[str, Any]:
     figures = prepare(store_dir, phones, days, rebuild)
     results: dict[str, Any] = {"build": figures, "machine": machine()}
+    results["load_before"] = os.getloadavg()[0]
     before, after = store_dir / "uncompacted", store_dir / "compacted"
     results["bytes"] = {"uncompacted": folder_bytes(before), "compacted": folder_bytes(after)}
     print("timing views ...", flush=True)
@@ -330,12 +331,18 @@ def run(
             "plan": median_cli(["plan", "-c", str(config)], repeat, env),
         }
     results["cli"] = cli
+    results["load_after"] = os.getloadavg()[0]
     return results
 
 
 def report(results: dict[str, Any]) -> str:
     b = results["build"]
-    out = [f"machine: {results['machine']}", ""]
+    out = [f"machine: {results['machine']}"]
+    out.append(
+        f"load average (1 min) before / after the timings: {results['load_before']:.1f} / "
+        f"{results['load_after']:.1f} (this process alone keeps it near 1)"
+    )
+    out.append("")
     out.append(
         f"store: {b['jobs']:,} jobs, {b['rows']:,} rows; built in {b['build_seconds']:.0f} s; "
         f"compacted in {b['compact']['seconds']:.1f} s (CPU {b['compact']['cpu_seconds']:.1f} s, "

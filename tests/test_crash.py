@@ -101,7 +101,7 @@ def test_readers_never_error_or_see_duplicates_during_a_pull(tmp_path: Path) -> 
     settings = SimulatorSettings(limit=100_000, window_seconds=60, today=TODAY, latency=0.02)
     with SimulatorServer(settings) as sim:
         phones = [*sim.settings.phones, "ALL"]
-        # flush_jobs = 1: one file per job, so the pull ends with an automatic compaction
+        # flush_jobs = 1: many small files while the readers read
         config = write_config(
             tmp_path, sim, phones=phones, start=START, end=END, concurrency=2, flush_jobs=1
         )
@@ -137,5 +137,9 @@ def test_readers_never_error_or_see_duplicates_during_a_pull(tmp_path: Path) -> 
         assert reads >= 3
         assert seen == sorted(seen), "rows disappeared while reading"
         assert_store_matches_truth(store, sim, phones, START, END)
+        # compaction (automatic past 64 small files, or by hand) keeps every answer
+        compact = run_cli(["compact", "--store", str(store)])
+        assert compact.returncode == 0, compact.stderr
         data_files = list((store / "data").rglob("*.parquet"))
-        assert len(data_files) <= len({p.parent for p in data_files})  # compacted at the end
+        assert len(data_files) == len({p.parent for p in data_files})  # one per partition
+        assert_store_matches_truth(store, sim, phones, START, END)

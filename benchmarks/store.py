@@ -203,24 +203,33 @@ def view_query(name: str) -> str:
     return f"SELECT * FROM {name}"
 
 
-def time_views(con: Any, names: list[str], repeat: int, label: str) -> dict[str, float]:
-    """Median seconds per view, materialised to Arrow (after one warm-up run each)."""
+def time_views(con: Any, names: list[str], repeat: int, label: str) -> dict[str, dict[str, float]]:
+    """Per view, the median wall and CPU seconds of materialising it to Arrow (after a warm-up).
+
+    CPU seconds (this process, DuckDB's threads included) are what the ratios are judged on
+    too: on a shared machine other processes stretch wall times, much less CPU times.
+    """
     out = {}
     for name in names:
         con.sql(view_query(name)).to_arrow_table()
-        runs = []
+        walls, cpus = [], []
         for _ in range(repeat):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             con.sql(view_query(name)).to_arrow_table()
-            runs.append(time.perf_counter() - started)
-        out[name] = statistics.median(runs)
-        print(f"  {label:<12} {name:<24} {out[name]:6.2f} s", flush=True)
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
+        out[name] = {"seconds": statistics.median(walls), "cpu_seconds": statistics.median(cpus)}
+        print(
+            f"  {label:<12} {name:<24} {out[name]['seconds']:6.2f} s "
+            f"(CPU {out[name]['cpu_seconds']:5.2f} s)",
+            flush=True,
+        )
     return out
 
 
 def measure_views(
     root: Path, repeat: int, label: str, *, native: bool = False, extra_sql: str | None = None
-) -> dict[str, float]:
+) -> dict[str, dict[str, float]]:
     from harvester.views import bundled_views, connect
 
     names = [name for name, _ in bundled_views()]
@@ -364,23 +373,25 @@ def report(results: dict[str, Any]) -> str:
     )
     views = results["views"]
     extra = "extra" in views
-    header = "| view | before compaction | after compaction | native tables | after / native |"
-    rule = "| --- | ---: | ---: | ---: | ---: |"
+    header = (
+        "| view | before compaction | after compaction | native tables | after / native | by CPU |"
+    )
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: |"
     if extra:
-        header += " after, with SQL | native, with SQL | ratio, with SQL |"
-        rule += " ---: | ---: | ---: |"
+        header += " after, with SQL | native, with SQL | ratio, with SQL | by CPU |"
+        rule += " ---: | ---: | ---: | ---: |"
     out += ["", header, rule]
     for name, native in views["native"].items():
         before, after = views["uncompacted"][name], views["compacted"][name]
         line = (
-            f"| {name} | {before * 1000:,.0f} ms | {after * 1000:,.0f} ms "
-            f"| {native * 1000:,.0f} ms | {_verdict(after, native)} |"
+            f"| {name} | {_ms(before)} | {_ms(after)} | {_ms(native)} "
+            f"| {_verdict(after, native)} | {_cpu_ratio(after, native)} |"
         )
         if extra:
             fixed, fixed_native = views["extra"][name], views["extra_native"][name]
             line += (
-                f" {fixed * 1000:,.0f} ms | {fixed_native * 1000:,.0f} ms "
-                f"| {_verdict(fixed, fixed_native)} |"
+                f" {_ms(fixed)} | {_ms(fixed_native)} | {_verdict(fixed, fixed_native)} "
+                f"| {_cpu_ratio(fixed, fixed_native)} |"
             )
         out.append(line)
     out += ["", "| command | before compaction | after compaction |", "| --- | ---: | ---: |"]
@@ -392,15 +403,24 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _verdict(seconds: float, native: float) -> str:
-    """The ratio to native tables, flagged when a target (2x native, 1 s) is missed."""
-    ratio = seconds / native if native else float("inf")
+def _ms(timing: dict[str, float]) -> str:
+    return f"{timing['seconds'] * 1000:,.0f} ms"
+
+
+def _verdict(timing: dict[str, float], native: dict[str, float]) -> str:
+    """The wall-time ratio to native tables, flagged where a target (2x native, 1 s) is missed."""
+    seconds = timing["seconds"]
+    ratio = seconds / native["seconds"] if native["seconds"] else float("inf")
     misses = []
     if ratio > VIEW_TARGET_FACTOR:
         misses.append(f"> {VIEW_TARGET_FACTOR:g}x")
     if seconds >= VIEW_TARGET_SECONDS:
         misses.append(f">= {VIEW_TARGET_SECONDS:g} s")
     return f"{ratio:.2f}x" + (f" ({', '.join(misses)})" if misses else "")
+
+
+def _cpu_ratio(timing: dict[str, float], native: dict[str, float]) -> str:
+    return f"{timing['cpu_seconds'] / native['cpu_seconds']:.2f}x" if native["cpu_seconds"] else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,8 @@ of the ledger's key columns (aggregates, no window, no sort); then each partitio
 read through a filter (Arrow ``is_in`` against the kept fetches of their batch) and written
 sorted, a row group at a time; the ledger's kept records are streamed file by file. Measured on
 550,000 daily jobs (7.6 M rows, 3,364 files, 2 cores): sorting each partition in DuckDB and
-materialising it took 60 s and 0.9 GB; this takes ~20 s and ~0.37 GB, most of it reading and
-writing the Parquet itself.
+materialising it took 22 s, 34 s of CPU and 0.95 GB; this takes 24 s, 26 s of CPU and 0.38 GB,
+most of it reading and writing the Parquet itself (docs/benchmarks.md).
 
 Attempt counts survive: a dropped record's attempts move into ``prior_attempts`` of its job's
 latest record, so ``sum(attempts + prior_attempts)`` per job is unchanged. Quarantined raw

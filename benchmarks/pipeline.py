@@ -39,10 +39,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +49,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import (
+    LIFTED_LIMIT,
+    WINDOW_SECONDS,
+    free_port,
+    lifted_config,
+    machine,
+    start_serving,
+    stop,
+)
+
 from harvester.simulator.settings import DEFAULT_PHONES as SIMULATOR_PHONES
 from harvester.simulator.settings import DEFAULT_TEMP_LOGIN, DEFAULT_TEMP_PASSWORD
 
@@ -59,8 +66,6 @@ REPO = Path(__file__).resolve().parents[1]
 # The issue's sizes; its targets are judged at 10,000 (throughput) and 100,000 (memory).
 DEFAULT_JOBS = (1_000, 10_000)
 CONCURRENCY = 8  # the issue's setting: enough requests in flight to hide loopback latency
-LIFTED_LIMIT = 10**9  # "the quota lifted": no window's budget is ever reached
-WINDOW_SECONDS = 900  # the documented window (irrelevant once the limit is lifted)
 PASSWORD_ENV = "HARVESTER_BENCH_PASSWORD"
 SIMULATOR_TIMEOUT_SECONDS = 30  # for the simulator's "Ctrl-C to stop" line
 RSS_POLL_SECONDS = 0.25  # the RSS timeline's resolution
@@ -111,13 +116,6 @@ def _machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def phone_numbers(count: int) -> list[str]:
     """The simulator's own numbers, or ``count`` fictional ones (555-01xx style) for --phones."""
     if count == DEFAULT_PHONES:
@@ -127,7 +125,7 @@ def phone_numbers(count: int) -> list[str]:
 
 def start_simulator(phones: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """The simulator in its own process, quota lifted; returns it and its base URL."""
-    port = _free_port()
+    port = free_port()
     if phones == DEFAULT_PHONES:
         command = [sys.executable, "-m", "harvester", "simulate", "--port", str(port)]
         command += ["--limit", str(LIFTED_LIMIT), "--window-seconds", str(WINDOW_SECONDS)]
@@ -141,61 +139,28 @@ def start_simulator(phones: int, env: dict[str, str]) -> tuple[subprocess.Popen[
             f"asyncio.run(run_simulator(s, '127.0.0.1', {port}))\n"
         )
         command = [sys.executable, "-c", code, ",".join(phone_numbers(phones))]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO
-    )
-    deadline = time.monotonic() + SIMULATOR_TIMEOUT_SECONDS
-    assert proc.stdout is not None
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if "Ctrl-C to stop" in line:
-            return proc, f"http://127.0.0.1:{port}/api"
-    proc.kill()
-    proc.wait()
-    raise RuntimeError("the simulator did not start:\n" + "".join(seen))
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    proc, _printed = start_serving(command, env, SIMULATOR_TIMEOUT_SECONDS, cwd=REPO)
+    return proc, f"http://127.0.0.1:{port}/api"
 
 
 def write_config(
     folder: Path, base_url: str, phones: list[str], start: dt.date, end: dt.date, run: Settings
 ) -> Path:
-    text = f"""
-[api]
-base_url = "{base_url}"
-login = "{DEFAULT_TEMP_LOGIN}"
-password_env = "{PASSWORD_ENV}"
-concurrency = {CONCURRENCY}
-timeout_seconds = 60
-
-[quota]
-limit = {LIFTED_LIMIT}
-window_seconds = {WINDOW_SECONDS}
-
-[harvest]
-phones = {json.dumps(phones)}
-start = {start.isoformat()}
-end = {end.isoformat()}
-window = "day"
-timezone = "UTC"
-
-[store]
+    text = lifted_config(
+        base_url=base_url,
+        login=DEFAULT_TEMP_LOGIN,
+        password_env=PASSWORD_ENV,
+        phones=phones,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        concurrency=CONCURRENCY,
+        store=f"""
 path = "{folder / "store"}"
 flush_jobs = {run.flush_jobs}
 flush_seconds = {run.flush_seconds}
 auto_compact = {str(run.auto_compact).lower()}
-"""
+""",
+    )
     path = folder / "config.toml"
     path.write_text(text)
     path.chmod(0o600)
@@ -305,19 +270,6 @@ def _summary(stdout: str) -> dict[str, Any] | None:
 
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = re.sub(r"\s+", " ", line.split(":", 1)[1].strip())
-            break
-    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 def table(results: list[Result]) -> str:

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,13 +44,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import LIFTED_LIMIT, WINDOW_SECONDS, free_port, lifted_config, start_serving, stop
+
 from harvester.simulator import Simulator, SimulatorSettings
 from harvester.simulator.settings import DEFAULT_PHONES
 
 DEFAULT_JOBS = 20_000  # the issue's size; the small run is a tenth of it
 SMALL_FRACTION = 10
-LIFTED_LIMIT = 10**9  # "the quota lifted": no window's budget is ever reached
-WINDOW_SECONDS = 900  # the documented window (irrelevant once the limit is lifted)
 FAULTS = {"error-rate": 0.02, "drop-rate": 0.01, "malformed-rate": 0.01}  # the issue's mix
 SEED = 0  # `harvester simulate`'s default seed: the twin's ground truth must use the same
 CONCURRENCY = 4  # the config default
@@ -90,13 +89,6 @@ class Result:
         return not self.problems
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str, str]:
     """``harvester simulate`` in its own process; returns it, its base URL, login, password."""
     port = free_port()
@@ -105,35 +97,13 @@ def start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, st
     command += ["--seed", str(SEED)]
     for flag, rate in FAULTS.items():
         command += [f"--{flag}", str(rate)]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + SIMULATOR_START_SECONDS
-    seen: list[str] = []
+    proc, printed = start_serving(command, env, SIMULATOR_START_SECONDS)
     login = password = ""
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
+    for line in printed:
         words = line.split()
         if words[:2] == ["temporary", "login"]:
             login, password = words[2], words[4]
-        if "Ctrl-C to stop" in line:
-            return proc, f"http://127.0.0.1:{port}/api", login, password
-    proc.kill()
-    proc.wait()
-    raise RuntimeError("the simulator did not start:\n" + "".join(seen))
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return proc, f"http://127.0.0.1:{port}/api", login, password
 
 
 def plan_for(jobs: int, today: dt.date) -> tuple[list[str], dt.date, dt.date]:
@@ -146,31 +116,21 @@ def plan_for(jobs: int, today: dt.date) -> tuple[list[str], dt.date, dt.date]:
 
 def write_config(folder: Path, base_url: str, login: str, phones: list[str],
                  start: dt.date, end: dt.date) -> Path:  # fmt: skip
-    text = f"""
-[api]
-base_url = "{base_url}"
-login = "{login}"
-password_env = "{PASSWORD_ENV}"
-concurrency = {CONCURRENCY}
-timeout_seconds = 60
-
-[quota]
-limit = {LIFTED_LIMIT}
-window_seconds = {WINDOW_SECONDS}
-
-[harvest]
-phones = {json.dumps(phones)}
-start = {start.isoformat()}
-end = {end.isoformat()}
-window = "day"
-timezone = "UTC"
-
-[store]
+    text = lifted_config(
+        base_url=base_url,
+        login=login,
+        password_env=PASSWORD_ENV,
+        phones=phones,
+        start=start.isoformat(),
+        end=end.isoformat(),
+        concurrency=CONCURRENCY,
+        store=f"""
 path = "store"
 flush_jobs = {FLUSH_JOBS}
 flush_seconds = {FLUSH_SECONDS}
 auto_compact = false  # keep every ledger record and raw reply for the checks
-"""
+""",
+    )
     path = folder / "config.toml"
     path.write_text(text)
     path.chmod(0o600)

@@ -39,8 +39,6 @@ import datetime as dt
 import json
 import multiprocessing
 import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -50,6 +48,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from _common import machine
 
 from harvester.jobs import Job
 from harvester.reply import ParsedReply, parse_reply
@@ -263,19 +263,6 @@ path = "{root}"
 """
     )
     return path
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = re.sub(r"\s+", " ", line.split(":", 1)[1].strip())
-            break
-    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 # -- the run -----------------------------------------------------------------------------------

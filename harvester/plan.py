@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from harvester.jobs import Grain, Job, windows, windows_newest_first
 
@@ -38,6 +38,28 @@ class JobIndex(Protocol):
 
     def done_as_of(self, key: tuple[str, dt.date]) -> dt.date | None:
         """The "today" of the run that made the job's current done fetch, else None."""
+        ...
+
+
+@runtime_checkable
+class CountingIndex(Protocol):
+    """An index that can count a phone's daily states in bulk (the store's does).
+
+    :func:`count` uses it so that ``harvester plan`` over half a million daily jobs asks once
+    per phone instead of once per job.
+    """
+
+    @property
+    def grain(self) -> Grain: ...
+
+    def count_states(self, phone: str, first: dt.date, last: dt.date) -> tuple[int, int]:
+        """``(done, failed)`` among ``phone``'s periods ``first..last``."""
+        ...
+
+    def count_late(
+        self, phone: str, first: dt.date, last: dt.date, today: dt.date, lookback_days: int
+    ) -> int:
+        """Done daily jobs in ``first..last`` a sync with this lookback fetches again."""
         ...
 
 
@@ -201,7 +223,11 @@ class PlanCount:
 
 
 def count(plan: Plan, index: JobIndex) -> PlanCount:
-    """Walk the plan once, counting jobs by state, without holding them."""
+    """Count the plan's jobs by state: per phone in bulk for daily plans, else job by job."""
+    if isinstance(index, CountingIndex):
+        bulk = _count_days(plan, index)
+        if bulk is not None:
+            return bulk
     total = done = failed = to_fetch = 0
     for job in plan.jobs():
         total += 1
@@ -215,6 +241,32 @@ def count(plan: Plan, index: JobIndex) -> PlanCount:
     new = total - done - failed
     refetch = 0 if plan.only_failed else max(0, to_fetch - new)
     return PlanCount(total, done, failed, to_fetch, refetch)
+
+
+def _count_days(plan: Plan, index: CountingIndex) -> PlanCount | None:
+    """:func:`count` from per-phone array counts, or None where that would not be exact.
+
+    Exact for daily plans over a daily index without ``--refetch`` or ``--retry-failed``: a day's
+    window never grows, so a job is pending iff it was never recorded, or it is done and due for
+    the late-data re-fetch (:meth:`Plan._may_have_grown`, which ``count_late`` mirrors).
+    """
+    if plan.grain is not Grain.DAY or index.grain is not Grain.DAY or plan.only_failed:
+        return None
+    if any(r.refetch_from is not None for r in plan.ranges):
+        return None
+    total = done = failed = late = 0
+    for r in plan.ranges:
+        if r.start > r.end:
+            continue
+        total += (r.end - r.start).days + 1
+        phone_done, phone_failed = index.count_states(r.phone, r.start, r.end)
+        done += phone_done
+        failed += phone_failed
+        if plan.lookback_days is not None:
+            assert plan.today is not None
+            late += index.count_late(r.phone, r.start, r.end, plan.today, plan.lookback_days)
+    new = total - done - failed
+    return PlanCount(total, done, failed, new + late, late)
 
 
 def count_jobs(plan: Plan) -> int:

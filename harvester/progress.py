@@ -11,12 +11,11 @@ import logging
 import math
 from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from harvester.jobs import Job
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from harvester.gate import GateSnapshot, QuotaGate
     from harvester.plan import PlanCount
     from harvester.scheduler import RunSummary
@@ -145,6 +144,16 @@ class BarProgress(_Status):
     """A live rich progress bar on stderr."""
 
     def __init__(self, window_seconds: float, console: Console | None = None) -> None:
+        # rich costs ~40 ms to import: only a run on a terminal pays for it (not plan, not cron)
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         super().__init__(window_seconds)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),

@@ -31,6 +31,11 @@
 --
 -- How: reads flow_files_unfiltered (every data row the store holds, before any date filter,
 -- including rows of superseded fetches: they are real observations of the same item).
+-- The result is gathered into one list and unnested again. That changes no row, but it tells
+-- DuckDB's planner the truth: over Parquet it estimates a GROUP BY at its input's size (Parquet
+-- carries no distinct counts), so it took these few dozen rows for millions and built its hash
+-- joins on the data side of every view that joins them (2x slower); a one-row list unnested is
+-- estimated small. docs/benchmarks.md ("Store and views") has the figures.
 CREATE OR REPLACE VIEW item_kinds AS
 WITH totals AS (
     SELECT
@@ -44,20 +49,24 @@ WITH totals AS (
         CAST(sum(disconnect) AS BIGINT) AS disconnect
     FROM flow_files_unfiltered
     GROUP BY application, page, form, item
+),
+kinds AS (
+    SELECT
+        application,
+        page,
+        form,
+        item,
+        CASE
+            WHEN transfer > 0 THEN 'transfer'
+            WHEN visits > 0 AND disconnect = visits AND filled = 0 THEN 'transfer'
+            WHEN visits > 0 AND disconnect = visits THEN 'terminal'
+            ELSE 'ordinary'
+        END AS kind,
+        visits,
+        filled,
+        transfer,
+        disconnect
+    FROM totals
 )
-SELECT
-    application,
-    page,
-    form,
-    item,
-    CASE
-        WHEN transfer > 0 THEN 'transfer'
-        WHEN visits > 0 AND disconnect = visits AND filled = 0 THEN 'transfer'
-        WHEN visits > 0 AND disconnect = visits THEN 'terminal'
-        ELSE 'ordinary'
-    END AS kind,
-    visits,
-    filled,
-    transfer,
-    disconnect
-FROM totals;
+SELECT unnest(kind_row, recursive := true)
+FROM (SELECT unnest(list(kinds)) AS kind_row FROM kinds);

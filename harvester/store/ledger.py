@@ -111,6 +111,35 @@ class JobIndex:
         states = entry.states[start:end]
         return states.count(1), states.count(2)
 
+    def count_late(
+        self, phone: str, first: dt.date, last: dt.date, today: dt.date, lookback_days: int
+    ) -> int:
+        """How many of ``phone``'s daily jobs from ``first`` to ``last`` a sync fetches again
+        for late data: done, last fetched before ``today`` and at most ``lookback_days`` after
+        the day (the rule of :meth:`harvester.plan.Plan.is_pending`, over the arrays).
+        """
+        entry = self._phones.get(phone)
+        if entry is None or first > last or self.grain is not Grain.DAY:
+            return 0
+        start = max(self._position(entry, first), 0)
+        end = min(self._position(entry, last) + 1, len(entry.states))
+        if start >= end:
+            return 0
+        today_days = _days(today)
+        return sum(
+            1
+            for code, as_of, day_end in zip(
+                entry.states[start:end],
+                entry.done_as_of[start:end],
+                entry.done_end[start:end],
+                strict=True,
+            )
+            if code == 1
+            and as_of != _NO_DAY
+            and as_of < today_days
+            and as_of - day_end <= lookback_days
+        )
+
     def state(self, key: tuple[str, dt.date]) -> JobState | None:
         """``done``, ``failed`` (the latest record) or None (never recorded)."""
         found = self._slot(key)

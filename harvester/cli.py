@@ -391,7 +391,7 @@ def _report(summary: RunSummary, as_json: bool) -> None:
             click.echo(f"  ... and {len(summary.failed) - 20} more (harvester status --gaps)")
         if summary.failed_before:
             click.echo(
-                f"  {len(summary.failed_before)} jobs still failed from earlier runs "
+                f"  {len(summary.failed_before)} jobs rejected by the server in earlier runs "
                 "(harvester status --gaps; harvester pull --retry-failed tries them again)"
             )
     if summary.stopped == "credentials":
@@ -404,7 +404,12 @@ def _report(summary: RunSummary, as_json: bool) -> None:
 
 @command("pull")
 @with_options(range_options)
-@click.option("--retry-failed", is_flag=True, help="Re-run only the jobs that failed before.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Re-run only the jobs that failed before, those the server rejected (400/404/405) "
+    "included; a plain run retries the others.",
+)
 @click.option("--refetch", is_flag=True, help="Fetch every job again, even finished ones.")
 @click.option(
     "--newest-first/--oldest-first", default=False, help="Job order (default: oldest first)."

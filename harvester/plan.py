@@ -40,6 +40,10 @@ class JobIndex(Protocol):
         """The "today" of the run that made the job's current done fetch, else None."""
         ...
 
+    def rejected(self, key: tuple[str, dt.date]) -> bool:
+        """Whether the job failed because the server rejected the request (400/404/405)."""
+        ...
+
 
 @runtime_checkable
 class CountingIndex(Protocol):
@@ -52,8 +56,8 @@ class CountingIndex(Protocol):
     @property
     def grain(self) -> Grain: ...
 
-    def count_states(self, phone: str, first: dt.date, last: dt.date) -> tuple[int, int]:
-        """``(done, failed)`` among ``phone``'s periods ``first..last``."""
+    def count_states(self, phone: str, first: dt.date, last: dt.date) -> tuple[int, int, int]:
+        """``(done, failed, rejected)`` among ``phone``'s periods ``first..last``."""
         ...
 
     def count_late(
@@ -126,8 +130,11 @@ class Plan:
         since = self._refetch_from.get(job.phone)
         if since is not None and job.window_end >= since:
             return True
-        if state != "done":
-            return False  # failed jobs run again only with --retry-failed
+        if state == "failed":
+            # a transient failure (5xx, timeouts, invalid bodies) is tried again by the next run;
+            # one the server rejected (400/404/405) only by --retry-failed: it costs quota and
+            # would get the same answer
+            return not index.rejected(job.key)
         if self.lookback_days is not None and self._may_have_grown(job, index):
             return True
         # a clipped window fetched earlier that now covers more days is fetched again
@@ -217,9 +224,10 @@ class PlanCount:
 
     total: int
     done: int
-    failed: int
+    failed: int  # rejected ones included
     to_fetch: int
-    refetch: int
+    refetch: int  # done jobs fetched again (late data, --refetch, grown windows)
+    retry: int = 0  # failed jobs fetched again
 
 
 def count(plan: Plan, index: JobIndex) -> PlanCount:
@@ -228,45 +236,47 @@ def count(plan: Plan, index: JobIndex) -> PlanCount:
         bulk = _count_days(plan, index)
         if bulk is not None:
             return bulk
-    total = done = failed = to_fetch = 0
+    total = done = failed = to_fetch = retry = 0
     for job in plan.jobs():
         total += 1
         state = index.state(job.key)
+        pending = plan.is_pending(job, state, index)
         if state == "done":
             done += 1
         elif state == "failed":
             failed += 1
-        if plan.is_pending(job, state, index):
-            to_fetch += 1
-    new = total - done - failed
-    refetch = 0 if plan.only_failed else max(0, to_fetch - new)
-    return PlanCount(total, done, failed, to_fetch, refetch)
+            retry += pending
+        to_fetch += pending
+    new = 0 if plan.only_failed else total - done - failed
+    return PlanCount(total, done, failed, to_fetch, to_fetch - new - retry, retry)
 
 
 def _count_days(plan: Plan, index: CountingIndex) -> PlanCount | None:
     """:func:`count` from per-phone array counts, or None where that would not be exact.
 
     Exact for daily plans over a daily index without ``--refetch`` or ``--retry-failed``: a day's
-    window never grows, so a job is pending iff it was never recorded, or it is done and due for
-    the late-data re-fetch (:meth:`Plan._may_have_grown`, which ``count_late`` mirrors).
+    window never grows, so a job is pending iff it was never recorded, failed without being
+    rejected, or is done and due for the late-data re-fetch (:meth:`Plan._may_have_grown`,
+    which ``count_late`` mirrors).
     """
     if plan.grain is not Grain.DAY or index.grain is not Grain.DAY or plan.only_failed:
         return None
     if any(r.refetch_from is not None for r in plan.ranges):
         return None
-    total = done = failed = late = 0
+    total = done = failed = rejected = late = 0
     for r in plan.ranges:
         if r.start > r.end:
             continue
         total += (r.end - r.start).days + 1
-        phone_done, phone_failed = index.count_states(r.phone, r.start, r.end)
+        phone_done, phone_failed, phone_rejected = index.count_states(r.phone, r.start, r.end)
         done += phone_done
         failed += phone_failed
+        rejected += phone_rejected
         if plan.lookback_days is not None:
             assert plan.today is not None
             late += index.count_late(r.phone, r.start, r.end, plan.today, plan.lookback_days)
-    new = total - done - failed
-    return PlanCount(total, done, failed, new + late, late)
+    new, retry = total - done - failed, failed - rejected
+    return PlanCount(total, done, failed, new + retry + late, late, retry)
 
 
 def count_jobs(plan: Plan) -> int:

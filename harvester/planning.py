@@ -49,6 +49,7 @@ def describe_plan(
         "jobs_failed": counts.failed,
         "jobs_to_fetch": counts.to_fetch,
         "refetch": counts.refetch,
+        "retry": counts.retry,
         "requests": cost.requests,
         "quota_limit": q.limit,
         "quota_reserve": q.reserve,
@@ -64,7 +65,7 @@ def describe_plan(
     lines = [
         f"plan: {plan.command} {where}, {len(plan.phones)} phone(s), {plan.grain.value} windows",
         f"  jobs:     {counts.total} total, {counts.done} done, {counts.failed} failed, "
-        f"{counts.to_fetch} to fetch ({counts.refetch} re-fetch)",
+        f"{counts.to_fetch} to fetch ({counts.refetch} re-fetch, {counts.retry} retry)",
         f"  requests: {cost.requests} at {budget} per {format_duration(q.window_seconds)} "
         f"(limit {q.limit}, reserve {q.reserve}): {cost.windows} quota window(s), "
         f"{_how_long(cost)}, finishing about {finish.strftime('%Y-%m-%d %H:%M %Z')}",

@@ -7,9 +7,11 @@ Each job loops until it is done or failed for good:
 
 - 200 with a valid body: done (an empty answer is done with zero rows);
 - 200 with an invalid body, 5xx, timeouts, drops: quarantine/retry with capped, jittered backoff,
-  every retry paid from the quota, up to ``api.max_attempts``; then failed;
+  every retry paid from the quota, up to ``api.max_attempts``; then failed for this run (the
+  next pull or sync tries it again);
 - 429: the gate waits for the window the reply names; retried, never counted as an attempt;
-- 400/404/405: failed for good with the server's message; the run goes on;
+- 400/404/405: rejected, failed for good with the server's message (only ``--retry-failed``
+  sends it again); the run goes on;
 - 401: renew the temporary credentials if the config can (single-flight), else stop the run
   cleanly with :class:`~harvester.errors.CredentialsError` (exit 3), keeping everything fetched.
 
@@ -46,6 +48,7 @@ from harvester.plan import JobIndex, Plan, count
 from harvester.progress import NullProgress, ProgressSink
 from harvester.reply import parse_reply
 from harvester.store import FetchMeta, Store, StoreWriter
+from harvester.store.ledger import REJECTED_STATUSES
 
 log = logging.getLogger("harvester")
 
@@ -61,8 +64,6 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 # holds a worker, not a connection: with twice as many workers as the gate has slots, the other
 # jobs keep the wire and the window's budget busy meanwhile. The gate still bounds what is sent.
 WORKERS_PER_SLOT = 2
-# Statuses that will not change on a retry: record the job as failed and go on.
-PERMANENT_STATUSES = frozenset({400, 404, 405})
 
 Outcome = Literal["done", "failed"]
 
@@ -394,7 +395,7 @@ class _Run:
                 if not self.stop.is_set():
                     await self.credentials.renew(client.session, stale=credentials)
                 continue
-            elif reply.status in PERMANENT_STATUSES:
+            elif reply.status in REJECTED_STATUSES:  # a retry gets the same answer
                 reason = f"HTTP {reply.status}: {_error_message(reply)}"
                 self._failed(job, reason, reply, attempts, quarantine)
                 return

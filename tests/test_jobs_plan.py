@@ -34,6 +34,10 @@ class FakeIndex:
     def done_as_of(self, key):  # type: ignore[no-untyped-def]
         return self.as_of.get(key) if self.state(key) == "done" else None
 
+    def rejected(self, key):  # type: ignore[no-untyped-def]
+        rec = self.records.get(key)
+        return bool(rec and rec[0] == "failed" and len(rec) > 3 and rec[3] == "rejected")
+
     def last_done_end(self, phone):  # type: ignore[no-untyped-def]
         ends = [r[2] for k, r in self.records.items() if k[0] == phone and r[0] == "done"]
         return max(ends) if ends else None
@@ -102,20 +106,26 @@ def test_jobs_for_is_lazy_over_huge_plans() -> None:
     assert next(it).phone == "1000"  # a 10-year x 500-number plan is never materialised
 
 
-def test_pull_skips_done_and_failed_and_retry_failed_takes_only_failed() -> None:
-    plan = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 4), Grain.DAY)
+def test_pull_retries_transient_failures_and_only_retry_failed_takes_rejected_ones() -> None:
+    plan = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 5), Grain.DAY)
     index = FakeIndex(
         {
             ("1", D(2024, 1, 1)): ("done", D(2024, 1, 1), D(2024, 1, 1)),
-            ("1", D(2024, 1, 2)): ("failed", D(2024, 1, 2), D(2024, 1, 2)),
+            ("1", D(2024, 1, 2)): ("failed", D(2024, 1, 2), D(2024, 1, 2)),  # 500s: retried
+            ("1", D(2024, 1, 3)): ("failed", D(2024, 1, 3), D(2024, 1, 3), "rejected"),  # a 400
         }
     )
-    assert [j.period.day for j in plan.pending(index)] == [3, 4]
-    retry = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 4), Grain.DAY, only_failed=True)
-    assert [j.period.day for j in retry.pending(index)] == [2]
-    again = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 4), Grain.DAY, refetch=True)
-    assert len(list(again.pending(index))) == 4
-    assert count(plan, index) == PlanCount(total=4, done=1, failed=1, to_fetch=2, refetch=0)
+    assert [j.period.day for j in plan.pending(index)] == [2, 4, 5]
+    assert count(plan, index) == PlanCount(
+        total=5, done=1, failed=2, to_fetch=3, refetch=0, retry=1
+    )
+    retry = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 5), Grain.DAY, only_failed=True)
+    assert [j.period.day for j in retry.pending(index)] == [2, 3]
+    assert count(retry, index) == PlanCount(
+        total=5, done=1, failed=2, to_fetch=2, refetch=0, retry=2
+    )
+    again = pull_plan(("1",), D(2024, 1, 1), D(2024, 1, 5), Grain.DAY, refetch=True)
+    assert len(list(again.pending(index))) == 5
 
 
 def test_pull_refetches_a_clipped_window_that_now_covers_more_days() -> None:
@@ -164,10 +174,15 @@ def test_interrupted_newest_first_sync_resumes_the_hole_without_refetching() -> 
     assert [j.period.day for j in plan.pending(index)] == [5, 4, 3, 2, 1]
 
 
-def test_sync_skips_failed_jobs_unless_asked() -> None:
-    index = FakeIndex({("1", D(2024, 9, 10)): ("failed", D(2024, 9, 10), D(2024, 9, 10))})
-    plan = sync_plan(("1",), D(2024, 9, 10), D(2024, 9, 12), Grain.DAY, 3)
-    assert [j.period.day for j in plan.pending(index)] == [11]
+def test_sync_retries_transient_failures_and_skips_rejected_ones() -> None:
+    index = FakeIndex(
+        {
+            ("1", D(2024, 9, 9)): ("failed", D(2024, 9, 9), D(2024, 9, 9)),
+            ("1", D(2024, 9, 10)): ("failed", D(2024, 9, 10), D(2024, 9, 10), "rejected"),
+        }
+    )
+    plan = sync_plan(("1",), D(2024, 9, 9), D(2024, 9, 12), Grain.DAY, 3)
+    assert [j.period.day for j in plan.pending(index)] == [11, 9]
 
 
 def test_sync_week_lookback_refetches_the_whole_week() -> None:

@@ -481,20 +481,27 @@ def test_bulk_plan_count_equals_the_job_by_job_walk(tmp_path: Path) -> None:
                 at = dt.datetime.combine(fetched, dt.time(3), tzinfo=dt.UTC)
                 parsed, body = reply(job)
                 writer.record_done(job, parsed, body, meta(job, at=at))
-                if rng.random() < 0.2:
-                    writer.record_failed(job, "500", None, meta(job, at=at))
+                if rng.random() < 0.3:  # a later fetch failed: transiently or rejected
+                    status = rng.choice((500, None, 200, 400, 404))
+                    failure = FetchMeta(
+                        fetched_at=at, attempts=1, http_status=status, request_path=job.path
+                    )
+                    writer.record_failed(job, f"HTTP {status}", None, failure)
     index = store.job_index()
     assert isinstance(index, CountingIndex)
 
     def walk(plan: Plan) -> PlanCount:
-        total = done = failed = to_fetch = 0
+        total = done = failed = to_fetch = retry = 0
         for job in plan.jobs():
             state = index.state(job.key)
+            pending = plan.is_pending(job, state, index)
             total += 1
             done += state == "done"
             failed += state == "failed"
-            to_fetch += plan.is_pending(job, state, index)
-        return PlanCount(total, done, failed, to_fetch, to_fetch - (total - done - failed))
+            retry += state == "failed" and pending
+            to_fetch += pending
+        new = total - done - failed
+        return PlanCount(total, done, failed, to_fetch, to_fetch - new - retry, retry)
 
     plans = [
         pull_plan(phones, D0 - dt.timedelta(days=5), D0 + dt.timedelta(days=50), Grain.DAY),
@@ -504,9 +511,13 @@ def test_bulk_plan_count_equals_the_job_by_job_walk(tmp_path: Path) -> None:
         for lookback in (0, 2, 4):
             today = D0 + dt.timedelta(days=today_offset)
             plans.append(sync_plan(phones, D0, today, Grain.DAY, lookback))
-    late_seen = 0
+    late_seen = retry_seen = 0
     for plan in plans:
         expected = walk(plan)
         assert count(plan, index) == expected, plan
         late_seen += expected.refetch
-    assert late_seen > 0  # the histories exercise the late-data rule
+        retry_seen += expected.retry
+    # the histories exercise the late-data rule, and both kinds of failure
+    assert late_seen > 0 and retry_seen > 0
+    rejected = sum(index.rejected(key) for key in index)
+    assert 0 < rejected < sum(index.state(key) == "failed" for key in index)

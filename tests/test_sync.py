@@ -152,42 +152,34 @@ def test_week_windows_clip_then_grow_without_double_counting(
         assert set(got) == sim.truth_rows(phone, start, end) and len(got) == len(set(got))
 
 
-def test_retry_failed_and_status_gaps(tmp_path: Path, sim: SimulatorServer) -> None:
+def test_a_rerun_retries_transient_failures_and_status_gaps_shows_them(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
     config = write_config(tmp_path, sim, phones=["6175550101"], start=START, max_attempts=1)
     env = cli_env(sim)
     sim.settings.error_rate = 1.0  # every request answers 500
-    first = run_cli(
-        ["pull", "-c", str(config), "--end", "2024-03-04", "--json", "--today", "2024-03-10"],
-        env=env,
-    )
-    assert first.returncode == 1, first.stderr  # finished, some jobs failed for good
+    pull = ["pull", "-c", str(config), "--end", "2024-03-04", "--today", "2024-03-10"]
+    first = run_cli([*pull, "--json"], env=env)
+    assert first.returncode == 1, first.stderr  # finished, some jobs failed
     assert len(json.loads(first.stdout)["failed"]) == 4
 
     gaps = run_cli(["status", "-c", str(config), "--gaps"], env=env)
     assert gaps.returncode == 0, gaps.stderr
     assert "failed 2024-03-01..2024-03-04" in gaps.stdout
+    plan = json.loads(
+        run_cli(
+            ["plan", "-c", str(config), "--end", "2024-03-04", "--json", "--today", "2024-03-10"],
+            env=env,
+        ).stdout
+    )
+    assert (plan["jobs_failed"], plan["retry"], plan["jobs_to_fetch"]) == (4, 4, 4)
 
+    # a 500 is not the server's last word: a plain re-run (pull or sync) tries again
     sim.settings.error_rate = 0.0
     mark = len(sim.log)
-    plain = run_cli(
-        ["pull", "-c", str(config), "--end", "2024-03-04", "--today", "2024-03-10"], env=env
-    )
-    # failed jobs wait for --retry-failed; until then not every planned job is done: exit 1
-    assert plain.returncode == 1 and len(sim.log) == mark
-    retry = run_cli(
-        [
-            "pull",
-            "-c",
-            str(config),
-            "--end",
-            "2024-03-04",
-            "--retry-failed",
-            "--today",
-            "2024-03-10",
-        ],
-        env=env,
-    )
-    assert retry.returncode == 0, retry.stderr
+    plain = run_cli([*pull, "--json"], env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["done"] == 4 and len(sim.log) == mark + 4
     assert ledger_states(tmp_path / "store") == {"done": 4}
     assert_store_matches_truth(tmp_path / "store", sim, ["6175550101"], START, D(2024, 3, 4))
 

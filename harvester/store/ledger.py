@@ -5,7 +5,8 @@ must be a constant-time lookup, and holding it must cost megabytes, not the ~100
 ``dict`` of tuples would. Per phone, the index keeps dense arrays over the phone's span of periods,
 one slot per period of the store's grain (a day, an ISO week, a month):
 
-    states      bytearray     0 = never recorded, 1 = done, 2 = failed (latest record)
+    states      bytearray     0 = never recorded, 1 = done, 2 = failed (latest record), 3 = failed
+                              because the server rejected the request (400/404/405: "rejected")
     attempts    array('H')    requests ever sent for the job, capped at 65,535
     done_start  array('i')    window of the latest done record, days since 1970-01-01
     done_end    array('i')
@@ -30,7 +31,12 @@ from harvester.store import schema as s
 from harvester.store.views import new_connection, parquet_source, retry_read
 
 JobState = Literal["done", "failed"]
-_STATES: tuple[JobState | None, ...] = (None, "done", "failed")
+_STATES: tuple[JobState | None, ...] = (None, "done", "failed", "failed")
+_DONE, _FAILED, _REJECTED = 1, 2, 3
+# Replies that will not change on a retry: a job whose latest record failed with one of these
+# is "rejected" and waits for --retry-failed; any other failure (5xx, transport, an invalid
+# body, retries spent) is tried again by the next pull or sync.
+REJECTED_STATUSES = frozenset({400, 404, 405})
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 # array('H') holds 16 bits; a job tried more often than this is reported at the cap.
 MAX_ATTEMPTS = 65_535
@@ -94,22 +100,24 @@ class JobIndex:
             return -1  # not a period of this store's grain: never recorded
         return _slot_of_days(_days(period), self.grain) - entry.base
 
-    def count_states(self, phone: str, first: dt.date, last: dt.date) -> tuple[int, int]:
-        """``(done, failed)``: how many of ``phone``'s periods from ``first`` to ``last`` (both
-        period starts, inclusive) are done and failed, counted in C over the state array.
+    def count_states(self, phone: str, first: dt.date, last: dt.date) -> tuple[int, int, int]:
+        """``(done, failed, rejected)``: how many of ``phone``'s periods from ``first`` to
+        ``last`` (both period starts, inclusive) are done, failed (rejected ones included) and
+        rejected, counted in C over the state array.
 
         A plan over 550,000 daily jobs asks this once per phone rather than :meth:`state` once
         per job (~1.5 s of Python).
         """
         entry = self._phones.get(phone)
         if entry is None or first > last:
-            return 0, 0
+            return 0, 0, 0
         start = max(self._position(entry, first), 0)
         end = min(self._position(entry, last) + 1, len(entry.states))
         if start >= end:
-            return 0, 0
+            return 0, 0, 0
         states = entry.states[start:end]
-        return states.count(1), states.count(2)
+        rejected = states.count(_REJECTED)
+        return states.count(_DONE), states.count(_FAILED) + rejected, rejected
 
     def count_late(
         self, phone: str, first: dt.date, last: dt.date, today: dt.date, lookback_days: int
@@ -134,7 +142,7 @@ class JobIndex:
                 entry.done_end[start:end],
                 strict=True,
             )
-            if code == 1
+            if code == _DONE
             and as_of != _NO_DAY
             and as_of < today_days
             and as_of - day_end <= lookback_days
@@ -144,6 +152,11 @@ class JobIndex:
         """``done``, ``failed`` (the latest record) or None (never recorded)."""
         found = self._slot(key)
         return None if found is None else _STATES[found[0].states[found[1]]]
+
+    def rejected(self, key: tuple[str, dt.date]) -> bool:
+        """Whether the job failed because the server rejected the request (400/404/405)."""
+        found = self._slot(key)
+        return found is not None and found[0].states[found[1]] == _REJECTED
 
     def attempts(self, key: tuple[str, dt.date]) -> int:
         """Requests ever sent for the job, over all its records (0 if never recorded)."""
@@ -214,7 +227,10 @@ class JobIndex:
         try:
             source = parquet_source(s.ledger_glob(layout), partitioned=False)
             jobs = _JOBS_SQL.format(
-                source=source, slot=_SLOT_SQL[self.grain], max_attempts=MAX_ATTEMPTS
+                source=source,
+                slot=_SLOT_SQL[self.grain],
+                max_attempts=MAX_ATTEMPTS,
+                rejected=", ".join(map(str, sorted(REJECTED_STATUSES))),
             )
             retry_read(lambda: con.execute(f"CREATE TEMP TABLE jobs AS {jobs}"))
             spans = con.execute(_SPANS_SQL).fetchall()
@@ -245,8 +261,10 @@ class JobIndex:
             entry.last_done_end = max(entry.done_end)
             self._phones[phone] = entry
             start = end
-        self.done = sum(e.states.count(1) for e in self._phones.values())
-        self.failed = sum(e.states.count(2) for e in self._phones.values())
+        self.done = sum(e.states.count(_DONE) for e in self._phones.values())
+        self.failed = sum(
+            e.states.count(_FAILED) + e.states.count(_REJECTED) for e in self._phones.values()
+        )
 
 
 def _buffer(column: tuple[pa.Array, int], start: int, end: int) -> bytes:
@@ -268,7 +286,9 @@ _SLOT_SQL = {
 # Per job: the latest state, the total attempts and the window of the latest done record.
 _JOBS_SQL = """
 SELECT phone, {slot} AS slot,
-       CAST(CASE arg_max(state, seq) WHEN 'done' THEN 1 ELSE 2 END AS UTINYINT) AS code,
+       CAST(arg_max(CASE WHEN state = 'done' THEN 1
+                         WHEN http_status IN ({rejected}) THEN 3
+                         ELSE 2 END, seq) AS UTINYINT) AS code,
        CAST(least(sum(attempts + prior_attempts), {max_attempts}) AS USMALLINT) AS attempts,
        CAST(arg_max(window_start, seq) FILTER (WHERE state = 'done')
             - DATE '1970-01-01' AS INTEGER) AS done_start,

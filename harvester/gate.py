@@ -47,7 +47,8 @@ moment shows up in the next reply; at most ``concurrency`` requests were already
 exponentially. A ``Reset`` in the past, off the window grid or absurdly far ahead is ignored
 (logged once) and the window found from ``Date``. With no quota headers at all (a proxy stripped
 them) the gate keeps a sliding log: never more than ``limit - reserve`` requests that may land in
-any ``window_seconds``, whatever the alignment, and a whole window's pause after a 429.
+any ``window_seconds``, whatever the alignment, and after a 429 a pause of the reply's
+``Retry-After`` (seconds or an HTTP date; at most a window), or a whole window without one.
 """
 
 from __future__ import annotations
@@ -450,9 +451,9 @@ class QuotaGate:
                     self._window,
                 )
             if status == 429:  # no window named: the one that refused surely ends within a window
-                self._blocked_until = max(
-                    self._blocked_until, now + self._window + WAKE_MARGIN_SECONDS
-                )
+                pause = _retry_after(headers, date if date is not None else self._clock.wall())
+                pause = self._window if pause is None else min(pause, self._window)
+                self._blocked_until = max(self._blocked_until, now + pause + WAKE_MARGIN_SECONDS)
         self._wake_all()
 
     def _locate(
@@ -634,6 +635,22 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     except ValueError:
         return None
     return number if number is not None and number >= 0 else None
+
+
+def _retry_after(headers: Mapping[str, str], server_now: float) -> float | None:
+    """``Retry-After`` in seconds from now (RFC 9110: delay-seconds or an HTTP date, which is
+    judged against the reply's ``Date``, else our clock); None if missing or unreadable."""
+    value = _lookup(headers, "Retry-After")
+    if value is None:
+        return None
+    seconds = _header_int(headers, "Retry-After")
+    if seconds is not None:
+        return float(seconds)
+    try:
+        parsed = parsedate_tz(value)
+        return max(0.0, mktime_tz(parsed) - server_now) if parsed is not None else None
+    except (ValueError, TypeError, IndexError, OverflowError):  # what malformed dates raise
+        return None
 
 
 def _header_date(headers: Mapping[str, str]) -> int | None:

@@ -71,6 +71,7 @@ class Scenario:
     prespent: int = 0  # requests counted in the first window before we start
     foreign: Foreign = no_foreign  # (seconds into window, requests) per window index from 0
     strip: bool = False  # a proxy strips X-RateLimit-* and Date
+    retry_after: Callable[[int, float], str] | None = None  # (reset, server time) -> Retry-After
     no_date: bool = False
     bad_reset: Callable[[int, float], str] | None = None  # (true reset, server time) -> header
     drop_every: int = 0  # every n-th reply is lost on the way back
@@ -142,6 +143,8 @@ class FakeQuota:
             del headers["Date"]
         if sc.strip:
             headers = {}
+            if status == 429 and sc.retry_after is not None:
+                headers["Retry-After"] = sc.retry_after(reset, at)
         if sc.lowercase:
             headers = {k.lower(): v for k, v in headers.items()}
         await asyncio.sleep(back)
@@ -464,6 +467,25 @@ def test_headerless_429_waits_a_whole_window() -> None:
     assert run.throttled == 1
     refused, following = run.quota.arrivals[0], run.quota.arrivals[1]
     assert following.sent - refused.sent >= WINDOW
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        lambda reset, now: str(math.ceil(reset - now)),
+        lambda reset, now: formatdate(reset, usegmt=True),
+    ],
+    ids=["seconds", "http-date"],
+)
+def test_headerless_429_waits_what_retry_after_says(
+    retry_after: Callable[[int, float], str],
+) -> None:
+    sc = Scenario(strip=True, prespent=150, jobs=20, retry_after=retry_after)
+    run = pull(sc)
+    assert run.throttled == 1
+    refused, following = run.quota.arrivals[0], run.quota.arrivals[1]
+    assert following.window == 1  # the next window, ...
+    assert following.sent - refused.sent < WINDOW - sc.start_into_window + 5  # ... at its top
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,61 @@
+"""``harvester report``: one self-contained HTML file of charts over the bundled views.
+
+Why it exists: the views answer "where do callers struggle, hang up or get transferred, and how
+does that change" one table at a time; an analyst wants it at a glance, in a file that opens
+offline and can be mailed. plotly is the optional ``report`` extra, imported only when a report
+is built. A --from/--to range restricts every figure the way ``harvester query`` does (windows
+wholly inside it); the coverage section then counts the days of that range.
+
+The package reads in the order a report is made: ``data`` runs the SQL over the views and shapes
+it into ``ReportData``, ``figures`` turns that into plotly charts, ``page`` assembles the HTML
+document; this module ties them together and writes the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from harvester.errors import UsageError
+from harvester.report.data import ReportData, collect
+from harvester.report.figures import charts
+from harvester.report.page import render_page
+from harvester.views import check_store, connect, warn_partial_windows
+
+__all__ = ["ReportData", "charts", "collect", "render_page", "write_report"]
+
+
+def write_report(
+    root: Path,
+    out: Path,
+    *,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+) -> None:
+    """Write the report for the store at ``root`` (restricted to ``date_from``..``date_to``)."""
+    go = _plotly()
+    check_store(root)
+    if out.exists() and out.is_dir():
+        raise UsageError(f"report: {out} is a folder")
+    con = connect(root, date_from=date_from, date_to=date_to)
+    try:
+        warn_partial_windows(con)
+        data = collect(con)
+    finally:
+        con.close()
+    page = render_page(data, root, date_from, date_to, go)
+    temp = out.with_name(f".{out.name}.tmp")
+    temp.write_text(page, encoding="utf-8")
+    os.replace(temp, out)
+
+
+def _plotly() -> Any:
+    try:
+        import plotly.graph_objects as go
+    except ImportError:
+        raise UsageError(
+            "report: plotly is not installed; install it with: pip install 'harvester[report]'"
+        ) from None
+    return go

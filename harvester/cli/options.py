@@ -1,0 +1,166 @@
+"""What every command shares: the object the group hands its commands, the common options, and
+flag values turned into library values (dates, output paths) with errors that name the flag.
+
+It exists so that each command module reads as "options in, one library call out", and so the
+group (:mod:`harvester.cli`) and its commands agree on one :class:`CliState` and one way of
+parsing a flag.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harvester.config import Config, default_config_path, load_config, parse_date
+from harvester.errors import ConfigError, UsageError
+from harvester.logs import setup_logging
+
+log = logging.getLogger("harvester")
+
+
+class CliState:
+    """What the group passes to its commands."""
+
+    def __init__(self, config_path: Path | None, verbose: int, quiet: bool) -> None:
+        self.config_path = config_path
+        self.verbose = verbose
+        self.quiet = quiet
+
+    def config(self) -> Config:
+        path = self.config_path or default_config_path()
+        config = load_config(path, warn=lambda message: log.warning("%s", message))
+        setup_logging(self.verbose, self.quiet, secrets=config.secrets())
+        return config
+
+    def store_path(self, store: Path | None) -> Path:
+        """``--store DIR`` if given, else the config's ``store.path``."""
+        if store is not None:
+            return store
+        config = self.config()
+        path = config.store.path
+        if not path.exists():
+            raise UsageError(
+                f"{config.source}: [store] path: {path} does not exist (nothing harvested yet?)"
+            )
+        return path
+
+
+def check_out_file(path: Path, flag: str) -> None:
+    """An output file's folder must exist: say so in one line before any work is done."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{flag}: cannot write {path}: the folder {folder} {what}")
+
+
+def date_option(value: str | None, flag: str, *, relative: bool = False) -> dt.date | str | None:
+    if value is None:
+        return None
+    if relative and value.strip().lower() in ("today", "yesterday"):
+        return value.strip().lower()
+    try:
+        return parse_date(value, flag)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _config_option(name: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """``-c/--config FILE``, stored under ``name``."""
+    return click.option(
+        "-c",
+        "--config",
+        name,
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Config file (default: $HARVESTER_CONFIG or ./config.toml).",
+        **kwargs,
+    )
+
+
+config_option = _config_option("config_path")
+store_option = click.option(
+    "--store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Store folder to read instead of the config's store.path.",
+)
+range_options: list[Callable[[Any], Any]] = [
+    click.option("--start", help="First day, YYYY-MM-DD (default: harvest.start)."),
+    click.option(
+        "--end", help="Last day, YYYY-MM-DD, 'yesterday' or 'today' (default: harvest.end)."
+    ),
+    click.option(
+        "--phones", help="Comma-separated phone numbers and/or ALL (default: harvest.phones)."
+    ),
+    click.option(
+        "--today", help="Treat this YYYY-MM-DD as today (reproducible runs, back-dated syncs)."
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary."),
+]
+
+
+def with_options(options: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _subcommand_config_option(func: Any) -> Any:
+    """Let ``-c`` also be given after the command name (``harvester pull -c x.toml``)."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.find_object(CliState).config_path = value  # type: ignore[union-attr]
+
+    return _config_option("_config", expose_value=False, callback=callback, is_eager=True)(func)
+
+
+def _verbosity_options(func: Any) -> Any:
+    def verbose_cb(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+        obj = ctx.find_object(CliState)
+        if obj is not None and value:
+            obj.verbose = max(obj.verbose, value)
+            setup_logging(obj.verbose, obj.quiet)
+
+    def quiet_cb(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        obj = ctx.find_object(CliState)
+        if obj is not None and value:
+            obj.quiet = True
+            setup_logging(obj.verbose, obj.quiet)
+
+    func = click.option(
+        "-v",
+        "--verbose",
+        "_v",
+        count=True,
+        expose_value=False,
+        callback=verbose_cb,
+        help="More log output.",
+    )(func)
+    return click.option(
+        "-q",
+        "--quiet",
+        "_q",
+        is_flag=True,
+        expose_value=False,
+        callback=quiet_cb,
+        help="Only errors.",
+    )(func)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+    """A subcommand that also accepts -c/-v/-q after its name; :mod:`harvester.cli` adds it to
+    the group."""
+
+    def decorate(func: Any) -> Any:
+        return click.command(*args, **kwargs)(_verbosity_options(_subcommand_config_option(func)))
+
+    return decorate

@@ -1,0 +1,157 @@
+"""The commands over a store already harvested: ``status``, ``query``, ``compact``,
+``export-duckdb`` and ``report``.
+
+Each takes ``--store DIR`` (or the config's ``store.path``), checks its flags, and hands the
+folder to one library function; none of them talks to the API. They share no more than that,
+and live apart from the run commands so that reading the store never depends on how it is filled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from harvester.cli.options import CliState, check_out_file, command, date_option, store_option
+from harvester.errors import UsageError
+
+
+@command("status")
+@store_option
+@click.option("--gaps", is_flag=True, help="List missing and failed jobs per phone as date ranges.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status_cmd(obj: CliState, store: Path | None, gaps: bool, as_json: bool) -> None:
+    """What the store holds: jobs done/failed, coverage and gaps per phone, rows, files, last run.
+
+    \b
+    Example:
+      harvester status
+      harvester status --store ./voicetrends-data --gaps
+    """
+    from harvester.status_view import render_status
+
+    click.echo(render_status(obj.store_path(store), gaps=gaps, as_json=as_json))
+
+
+@command("query")
+@store_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format (parquet needs --out).",
+)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write to FILE.")
+@click.option("--from", "date_from", help="Only rows with window_start on or after this day.")
+@click.option("--to", "date_to", help="Only rows with window_end on or before this day.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows (table output).")
+@click.argument("sql_or_view")
+@click.pass_obj
+def query_cmd(
+    obj: CliState,
+    store: Path | None,
+    fmt: str,
+    out: Path | None,
+    date_from: str | None,
+    date_to: str | None,
+    limit: int | None,
+    sql_or_view: str,
+) -> None:
+    """Run SQL against the store with every bundled view defined; a bare view name means
+    SELECT * FROM that view.
+
+    \b
+    Example:
+      harvester query hotspots
+      harvester query --format csv "SELECT phone, sum(visits) FROM diagnostic_flow GROUP BY 1"
+      harvester query calls --from 2024-03-01 --to 2024-03-31 --format json --out march.json
+    """
+    from harvester.views import QueryOptions, run_query
+
+    start = date_option(date_from, "--from")
+    end = date_option(date_to, "--to")
+    assert start is None or isinstance(start, dt.date)
+    assert end is None or isinstance(end, dt.date)
+    if fmt == "parquet" and out is None:
+        raise UsageError("--format parquet needs --out FILE")
+    if out is not None:
+        check_out_file(out, "--out")
+    text = run_query(
+        obj.store_path(store),
+        sql_or_view,
+        QueryOptions(fmt=fmt, out=out, date_from=start, date_to=end, limit=limit),
+    )
+    if text:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@command("compact")
+@store_option
+@click.pass_obj
+def compact_cmd(obj: CliState, store: Path | None) -> None:
+    """Merge small Parquet files (one per partition); query results are unchanged.
+
+    \b
+    Example:
+      harvester compact --store ./voicetrends-data
+    """
+    from harvester.store import Store
+
+    result = Store(obj.store_path(store)).compact()
+    click.echo(str(result))
+
+
+@command("export-duckdb")
+@store_option
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_obj
+def export_duckdb_cmd(obj: CliState, store: Path | None, file: Path) -> None:
+    """Write a DuckDB database file with every bundled view over the store's Parquet files,
+    for the duckdb CLI, DBeaver, Metabase or Superset.
+
+    \b
+    Example:
+      harvester export-duckdb voicetrends.duckdb && duckdb voicetrends.duckdb -c "FROM hotspots"
+    """
+    from harvester.views import export_duckdb
+
+    check_out_file(file, "FILE")
+    export_duckdb(obj.store_path(store), file)
+    click.echo(f"wrote {file}")
+
+
+@command("report")
+@store_option
+@click.option("--from", "date_from", help="First day of the report.")
+@click.option("--to", "date_to", help="Last day of the report.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+)
+@click.pass_obj
+def report_cmd(
+    obj: CliState, store: Path | None, date_from: str | None, date_to: str | None, out: Path
+) -> None:
+    """Write one self-contained HTML report with charts (opens offline).
+
+    \b
+    Example:
+      harvester report --from 2024-01-01 --to 2024-03-31 --out q1.html
+    """
+    start = date_option(date_from, "--from")
+    end = date_option(date_to, "--to")
+    assert start is None or isinstance(start, dt.date)
+    assert end is None or isinstance(end, dt.date)
+    if start and end and start > end:
+        raise UsageError(f"--from {start} is after --to {end}")
+    check_out_file(out, "--out")
+    from harvester.report import write_report
+
+    write_report(obj.store_path(store), out, date_from=start, date_to=end)
+    click.echo(f"wrote {out}")

@@ -43,11 +43,18 @@ its top (after an idle gap), is a lone probe: a previous run or another tool may
 of it. Windows we wait for and enter at their top need no probe. Another client spending at any
 moment shows up in the next reply; at most ``concurrency`` requests were already on their way.
 
+*The window's length.* ``window_seconds`` is a first guess: the server's Resets are the
+authority. A Reset that cannot end a window of that length (more than a window ahead of when the
+request was counted, or off the grid) starts learning: the spacing of Resets of successive
+windows is the server's length, and windows that end off the epoch's grid are followed where the
+server says they end (logged once). Until then a 429 still stops everything until its Reset.
+
 *Fallbacks.* A 429 means the window is spent: wait for the reset it names, never back off
-exponentially. A ``Reset`` in the past, off the window grid or absurdly far ahead is ignored
-(logged once) and the window found from ``Date``. With no quota headers at all (a proxy stripped
-them) the gate keeps a sliding log: never more than ``limit - reserve`` requests that may land in
-any ``window_seconds``, whatever the alignment, and after a 429 a pause of the reply's
+exponentially. A ``Reset`` that is not a number, in the past, or further ahead than the window
+allows is ignored (logged once) and the window found from ``Date`` (one more than a day ahead
+teaches nothing either). With no quota headers at all (a proxy stripped them) the gate keeps a
+sliding log: never more than ``limit - reserve`` requests that may land in any
+``window_seconds``, whatever the alignment, and after a 429 a pause of the reply's
 ``Retry-After`` (seconds or an HTTP date; at most a window), or a whole window without one.
 """
 
@@ -55,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
@@ -90,10 +98,17 @@ FIFO_GUARD_SECONDS = 2.0
 # have been spent by a previous run of ours, so no probe is needed. Later arrivals probe first.
 AT_TOP_WINDOW_FRACTION = 0.05
 # A Reset this far from a multiple of the window is not a window end (the documented resets are
-# exact multiples of 900; two seconds forgives a server that rounds its clock differently).
+# exact multiples of 900; two seconds forgives a server that rounds its clock differently), nor
+# further than this fraction of the window (short test windows: a second is a lot of a 5 s one).
 RESET_GRID_TOLERANCE_SECONDS = 2.0
+RESET_GRID_TOLERANCE_FRACTION = 0.1
 # A Reset more than this many windows after the server's time is nonsense (milliseconds, typos).
 RESET_MAX_WINDOWS_AHEAD = 2
+# Resets up to this far ahead are evidence of the server's window length even when they
+# contradict the configured one (a window of up to a day; milliseconds are far beyond it).
+RESET_LEARN_MAX_AHEAD_SECONDS = 86_400.0
+# Reset values remembered to learn the server's window length from their spacing.
+RESETS_KEPT = 8
 # After this many replies in a row without quota headers, stop trusting the window model and use
 # the sliding log. One proxy error page (a 502 without headers) must not stall a healthy run.
 HEADERLESS_STREAK_FOR_FALLBACK = 3
@@ -250,6 +265,9 @@ class QuotaGate:
         self._pacer = self._make_pacer(limit)
         self._offset = _Offset()
         self._phase = 0.0  # window ends are n * window + phase on the server's clock
+        # recent Resets -> the latest "counted no earlier than" bound of a request they ended
+        self._resets: dict[float, float] = {}
+        self._window_contradicted = False  # a Reset did not fit the window length we use
         self._windows: dict[int, _Window] = {}
         self._unplaced: set[_Sent] = set()  # requests no reply has placed in a window yet
         self._done_log: list[float] = []  # sorted done_at of requests, for the sliding log
@@ -420,7 +438,10 @@ class QuotaGate:
             self._set_limit(limit)
         if date is not None:
             self._learn_offset(date - now, date + DATE_RESOLUTION_SECONDS - sent.sent_at, now)
-        n, from_reset = self._locate(sent, now, date, _lookup(headers, _RESET))
+        reset_text = _lookup(headers, _RESET)
+        n, from_reset = self._locate(sent, now, date, reset_text)
+        if status == 429:  # whatever the model says, the window it names is spent until then
+            self._wait_for_named_reset(reset_text, now)
         if n is not None and from_reset and date is None:
             # No Date: the reset still bounds the clock, since the request landed in its window.
             end = self._end(n)
@@ -456,6 +477,21 @@ class QuotaGate:
                 self._blocked_until = max(self._blocked_until, now + pause + WAKE_MARGIN_SECONDS)
         self._wake_all()
 
+    def _wait_for_named_reset(self, reset_text: str | None, now: float) -> None:
+        """After a 429, send nothing until the Reset it names (the server's own word, a day
+        ahead at most), even where that Reset did not fit the window model: while the model's
+        window is shorter than the server's, the model alone would send into a spent window."""
+        bounds = self._offset.bounds(now)
+        try:
+            reset = float(reset_text) if reset_text is not None else math.nan
+        except ValueError:
+            return
+        if bounds is None or not math.isfinite(reset):
+            return
+        until = reset - bounds[0] + WAKE_MARGIN_SECONDS
+        if now < until <= now + RESET_LEARN_MAX_AHEAD_SECONDS:
+            self._blocked_until = max(self._blocked_until, until)
+
     def _locate(
         self, sent: _Sent, now: float, date: int | None, reset_text: str | None
     ) -> tuple[int | None, bool]:
@@ -483,11 +519,13 @@ class QuotaGate:
             reset = float(text.strip())
         except ValueError:
             reset = math.nan
-        n = round(reset / self._window) if math.isfinite(reset) else 0
+        if math.isfinite(reset) and first < reset <= last + RESET_LEARN_MAX_AHEAD_SECONDS:
+            self._learn_window(reset, first, last)
+        n = round((reset - self._phase) / self._window) if math.isfinite(reset) else 0
         if not math.isfinite(reset):
             problem = "not a number"
-        elif abs(reset - n * self._window) > RESET_GRID_TOLERANCE_SECONDS:
-            problem = "not a multiple of the window"
+        elif abs(reset - self._end(n)) > self._grid_tolerance():
+            problem = "not on the window grid"
         elif reset <= first:
             problem = "in the past"
         elif reset > last + RESET_MAX_WINDOWS_AHEAD * self._window:
@@ -503,6 +541,50 @@ class QuotaGate:
             self._window,
         )
         return None
+
+    def _learn_window(self, reset: float, first: float, last: float) -> None:
+        """Follow the server's window length where its Resets contradict the configured one.
+
+        The configured ``window_seconds`` is only a first guess: a window shorter than the
+        server's sends into a spent window (a 429 storm), a longer one idles. A Reset contradicts
+        it when it lies more than a window after the latest server time the request can have
+        been counted at, or off the window grid. Once contradicted, the spacing of Resets is the
+        server's window: two Resets are the ends of different windows only if the later one's
+        request was counted after the earlier Reset had passed (a server whose Reset jitters by
+        a second names one window twice, not two windows). Consecutive windows are seen whenever
+        a run is busy; a skipped one only makes the estimate longer: slow, never refused.
+        """
+        off_grid = abs(reset - self._grid_end(reset)) > self._grid_tolerance()
+        if off_grid or reset - last > self._window + DATE_RESOLUTION_SECONDS:
+            self._window_contradicted = True
+        self._resets[reset] = max(first, self._resets.get(reset, -math.inf))
+        for old in sorted(self._resets)[:-RESETS_KEPT]:
+            del self._resets[old]
+        ends = sorted(self._resets.items())
+        steps = [b - a for (a, _), (b, counted) in itertools.pairwise(ends) if counted >= a]
+        window = min(steps) if self._window_contradicted and steps else self._window
+        if abs(window - self._window) < DATE_RESOLUTION_SECONDS:
+            if off_grid:  # windows that do not start on multiples of their length: re-align
+                self._info_once(
+                    "phase",
+                    "quota windows end where X-RateLimit-Reset says, off "
+                    "the %g s grid of the epoch",
+                    self._window,
+                )
+                self._phase = reset - round(reset / self._window) * self._window
+                self._windows.clear()  # keyed by window number on the old grid
+            return
+        log.warning(
+            "the server's quota windows are %g s long (from X-RateLimit-Reset), not the "
+            "configured %g s: following the server",
+            window,
+            self._window,
+        )
+        self._window = window
+        self._phase = reset - round(reset / window) * window
+        self._windows.clear()  # keyed by window number on the old grid
+        self._window_contradicted = False
+        self._pacer = self._make_pacer(self._limit)
 
     def _learn_offset(self, lo: float, hi: float, now: float) -> None:
         first = self._offset.bounds(now) is None
@@ -568,6 +650,13 @@ class QuotaGate:
     def _at_top(self, n: int, now: float, hi: float) -> bool:
         return now + hi < self._end(n) - self._window * (1 - AT_TOP_WINDOW_FRACTION)
 
+    def _grid_tolerance(self) -> float:
+        return min(RESET_GRID_TOLERANCE_SECONDS, RESET_GRID_TOLERANCE_FRACTION * self._window)
+
+    def _grid_end(self, server_time: float) -> float:
+        """The window end of the current grid nearest to ``server_time``."""
+        return round((server_time - self._phase) / self._window) * self._window + self._phase
+
     def _end(self, n: int) -> float:
         """Server time at which window ``n`` ends (its X-RateLimit-Reset)."""
         return n * self._window + self._phase
@@ -612,6 +701,11 @@ class QuotaGate:
     def _make_pacer(self, limit: int) -> AsyncLimiter:
         rate = limit / (self._window * PACING_WINDOW_FRACTION)  # requests per second
         return AsyncLimiter(self._concurrency, self._concurrency / rate)
+
+    def _info_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.info(message, *args)
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:

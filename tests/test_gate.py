@@ -60,6 +60,7 @@ class Scenario:
     limit: int = LIMIT  # the server's
     configured_limit: int | None = None  # what the gate is told; None: the server's
     window: float = WINDOW
+    configured_window: float | None = None  # what the gate is told; None: the server's
     reserve: int = 0
     concurrency: int = 4
     workers: int = 8  # scheduler tasks competing for the gate's slots
@@ -219,7 +220,7 @@ def pull(sc: Scenario) -> Run:
     async def main(clock: LoopClock) -> Run:
         gate = QuotaGate(
             limit=sc.configured_limit or sc.limit,
-            window_seconds=sc.window,
+            window_seconds=sc.configured_window or sc.window,
             reserve=sc.reserve,
             concurrency=sc.concurrency,
             clock=clock,
@@ -494,10 +495,9 @@ def test_headerless_429_waits_what_retry_after_says(
         lambda reset, now: str(int(reset - now)),  # seconds until the reset
         lambda reset, now: str(reset * 1000),  # milliseconds
         lambda reset, now: "soon",
-        lambda reset, now: str(reset + 7),  # off the grid
         lambda reset, now: str(reset - 2 * WINDOW),  # in the past
     ],
-    ids=["delta", "millis", "text", "off-grid", "past"],
+    ids=["delta", "millis", "text", "past"],
 )
 def test_nonsense_resets_are_ignored_and_logged_once(
     bad_reset: Callable[[int, float], str], caplog: pytest.LogCaptureFixture
@@ -508,6 +508,46 @@ def test_nonsense_resets_are_ignored_and_logged_once(
     assert_never_over_budget(run)
     assert_near_minimum(run)
     assert sum("X-RateLimit-Reset" in r.message for r in caplog.records) == 1
+
+
+def test_resets_off_the_epoch_grid_are_followed(caplog: pytest.LogCaptureFixture) -> None:
+    # windows that end 7 s after each multiple of the window: the server's word, not nonsense
+    with caplog.at_level(logging.INFO, logger="harvester.gate"):
+        run = pull(Scenario(bad_reset=lambda reset, now: str(reset + 7)))
+    assert run.throttled == 0
+    assert_never_over_budget(run)
+    assert_near_minimum(run)
+    assert sum("off the 900 s grid" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("configured", [WINDOW / 3, WINDOW / 9.5])
+def test_a_configured_window_shorter_than_the_servers_is_corrected(
+    configured: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    # told 300 s (or ~95 s) windows against the server's 900: the model alone would send into
+    # a spent window every few minutes; the first 429's Reset stops that, two Resets teach it
+    sc = Scenario(configured_window=configured, jobs=600)
+    with caplog.at_level(logging.WARNING, logger="harvester.gate"):
+        run = pull(sc)
+    assert run.throttled <= sc.concurrency  # one burst refused, before the first Reset
+    assert max(run.ours_per_window(accepted_only=True).values()) <= sc.limit
+    assert_near_minimum(run, tolerance=0.05)
+    learned = [r.message for r in caplog.records if "quota windows are 900 s long" in r.message]
+    assert len(learned) == 1, learned
+
+
+def test_a_configured_window_longer_than_the_servers_is_corrected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # told an hour against the server's 15 minutes: the model alone would idle 45 of every 60
+    sc = Scenario(configured_window=4 * WINDOW, jobs=600)
+    with caplog.at_level(logging.WARNING, logger="harvester.gate"):
+        run = pull(sc)
+    assert run.throttled == 0
+    assert_never_over_budget(run)
+    assert_near_minimum(run, tolerance=0.05)
+    learned = [r.message for r in caplog.records if "quota windows are 900 s long" in r.message]
+    assert len(learned) == 1, learned
 
 
 def test_replies_without_date_are_slower_but_never_refused() -> None:

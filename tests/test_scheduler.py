@@ -520,3 +520,28 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the run to make progress")
         time.sleep(0.01)
+
+
+# -- a quota window the config gets wrong ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("server", "configured"), [(4.0, 1.0), (1.0, 4.0)])
+def test_the_servers_window_length_wins_over_the_configured_one(
+    tmp_path: Path, make_simulator: MakeSimulator, server: float, configured: float
+) -> None:
+    """Told 1 s windows against the server's 4 s, the model alone sends into spent windows (a
+    429 storm: 1,300 of them in one trial); told 4 s against 1 s, it idles. Either way the
+    Resets correct it: at most one refused burst, every job done once."""
+    sim = make_simulator(today=TODAY, limit=12, window_seconds=server)
+    phones = sim.settings.phones[:2]
+    config = write_config(
+        tmp_path, sim, phones=phones, start=START, end=_end(12), window_seconds=configured
+    )
+    result = run_cli(
+        ["pull", "-c", str(config), "--json", "--today", TODAY.isoformat()], env=cli_env(sim)
+    )
+    assert result.returncode == 0, result.stderr
+    assert sim.log.count(status=429) <= 4  # concurrency: one burst, before the first Reset
+    assert f"quota windows are {server:g} s long" in result.stderr
+    assert sim.log.count(status=200) == 24
+    assert_store_matches_truth(tmp_path / "store", sim, phones, START, _end(12))

@@ -26,14 +26,22 @@ class TransportError(Exception):
     """No usable HTTP reply arrived (timeout, connection dropped, body cut short).
 
     ``status`` and ``headers`` are set when the reply's head arrived before the failure.
+    ``unreachable`` means no connection could be made (refused, no route, DNS): the request
+    never reached the server, so it cost no quota and says nothing about the job.
     """
 
     def __init__(
-        self, reason: str, status: int | None = None, headers: Mapping[str, str] | None = None
+        self,
+        reason: str,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.headers = headers
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,9 @@ class ApiClient:
             raise TransportError("reply body cut short", status, headers) from None
         except aiohttp.ServerDisconnectedError:
             raise TransportError("server closed the connection", status, headers) from None
+        except aiohttp.ClientConnectorError as exc:  # before anything was sent
+            reason = f"cannot connect ({type(exc).__name__})"
+            raise TransportError(reason, unreachable=True) from None
         except aiohttp.ClientConnectionError as exc:
             reason = f"connection failed ({type(exc).__name__})"
             raise TransportError(reason, status, headers) from None

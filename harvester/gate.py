@@ -230,6 +230,14 @@ class Permit:
         self._observed = True
         self._gate._observe(self._sent, status, headers)
 
+    def unsent(self) -> None:
+        """The request never left (no connection could be made): release its charge at once,
+        instead of holding it like a request lost on the way. Instead of :meth:`observe`."""
+        if self._observed or self._closed:
+            raise RuntimeError("Permit.unsent() must be called once, inside the permit's block")
+        self._observed = True
+        self._gate._unsent(self._sent)
+
 
 class QuotaGate:
     """Admits requests so that the server's fixed-window quota is used fully and never exceeded.
@@ -424,6 +432,11 @@ class QuotaGate:
         return self._done_log[first + excess - 1] + self._window
 
     # -- what the replies say -------------------------------------------------------------------
+
+    def _unsent(self, sent: _Sent) -> None:
+        self._unplaced.discard(sent)
+        self._sent -= 1
+        self._wake_all()
 
     def _observe(self, sent: _Sent, status: int, headers: Mapping[str, str]) -> None:
         now = self._clock.monotonic()

@@ -9,6 +9,9 @@ Each job loops until it is done or failed for good:
 - 200 with an invalid body, 5xx, timeouts, drops: quarantine/retry with capped, jittered backoff,
   every retry paid from the quota, up to ``api.max_attempts``; then failed for this run (the
   next pull or sync tries it again);
+- no connection at all (refused, no route, DNS): the request never reached the server, so it
+  is neither an attempt nor quota; jobs wait with the same backoff while the API is unreachable,
+  for ``outage_patience`` (10 minutes) at most, then the run stops (exit 1), everything kept;
 - 429: the gate waits for the window the reply names; retried, never counted as an attempt;
 - 400/404/405: rejected, failed for good with the server's message (only ``--retry-failed``
   sends it again); the run goes on;
@@ -45,7 +48,7 @@ from harvester.errors import CredentialsError, ReplyError, StoreError, StoreWrit
 from harvester.gate import QuotaGate
 from harvester.jobs import Job
 from harvester.plan import JobIndex, Plan, count
-from harvester.progress import NullProgress, ProgressSink
+from harvester.progress import NullProgress, ProgressSink, format_duration
 from harvester.reply import parse_reply
 from harvester.store import FetchMeta, Store, StoreWriter
 from harvester.store.ledger import REJECTED_STATUSES
@@ -56,6 +59,10 @@ log = logging.getLogger("harvester")
 # ramp (1, 2, 4 ... s) capped at one minute, the usual advice for a shared, rate-limited API.
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
+# How long the API may stay unreachable (no connection at all) before a run gives up: jobs wait
+# meanwhile instead of failing, since such a request never reached the server. Ten minutes
+# rides out a restart or a network blip; an outage longer than that is for the next run.
+OUTAGE_PATIENCE_SECONDS = 600.0
 # After a stop request, how long requests already on the wire may take to come back.
 STOP_GRACE_SECONDS = 5.0
 # How often the progress display is refreshed.
@@ -75,6 +82,7 @@ class RetryPolicy:
     max_attempts: int = 6
     backoff_base: float = BACKOFF_BASE_SECONDS
     backoff_cap: float = BACKOFF_CAP_SECONDS
+    outage_patience: float = OUTAGE_PATIENCE_SECONDS
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter exponential backoff before attempt ``attempt + 1``."""
@@ -101,7 +109,7 @@ class RunSummary:
     quarantined: int = 0
     renewals: int = 0
     elapsed_seconds: float = 0.0
-    stopped: Literal["interrupted", "credentials"] | None = None
+    stopped: Literal["interrupted", "credentials", "unreachable"] | None = None
     message: str | None = None
 
     @property
@@ -110,6 +118,8 @@ class RunSummary:
             return 3
         if self.stopped == "interrupted":
             return 130
+        if self.stopped == "unreachable":  # finished early; what was left is for the next run
+            return 1
         return 1 if self.failed or self.failed_before else 0
 
     @property
@@ -254,6 +264,8 @@ class _Run:
         self.sending: set[asyncio.Task[None]] = set()
         self.fatal: CredentialsError | None = None
         self.error: Exception | None = None  # a bug or a store failure: re-raised at the end
+        self.unreachable_since: float | None = None  # the API has refused connections since
+        self.outage: str | None = None  # why the run stopped when the API stayed unreachable
 
     async def run(self, session: aiohttp.ClientSession) -> RunSummary:
         started = self.clock.monotonic()
@@ -293,6 +305,8 @@ class _Run:
             raise self.error
         if self.fatal is not None:
             s.stopped, s.message = "credentials", str(self.fatal)
+        elif self.outage is not None:
+            s.stopped, s.message = "unreachable", self.outage
         elif self.stop.is_set():
             s.stopped = "interrupted"
         s.renewals = self.credentials.renewals
@@ -342,7 +356,7 @@ class _Run:
         request is sent (it is "on the wire" for the stop's grace), so the gate never has to
         charge a permit that sent nothing. A stop while waiting in the gate cancels the task.
         """
-        attempts = 0
+        attempts = waits = 0
         quarantine: list[tuple[str, RawReply]] = []  # invalid bodies, recorded with the outcome
         task = asyncio.current_task()
         assert task is not None
@@ -361,8 +375,18 @@ class _Run:
                     self.sending.discard(task)
                 if reply is not None:
                     permit.observe(reply.status, reply.headers)
+                elif problem is not None and problem.unreachable:
+                    permit.unsent()
                 elif problem is not None and problem.status is not None:
                     permit.observe(problem.status, problem.headers or {})
+            if problem is not None and problem.unreachable:
+                attempts -= 1  # it never reached the server: neither an attempt nor quota
+                self.summary.requests -= 1
+                if self._wait_for_the_api(problem):
+                    waits += 1
+                    await self.clock.sleep(self.retry.delay(min(waits, 16), self.rng))
+                continue
+            self.unreachable_since = None
             heard = reply.status if reply is not None else problem.status if problem else None
             if heard is not None and heard != 401:  # the server took the credentials
                 self.credentials.accepted(credentials)
@@ -410,6 +434,29 @@ class _Run:
             self.summary.retries += 1
             log.debug("retrying %s after %s", job.path, reason)
             await self.clock.sleep(self.retry.delay(attempts, self.rng))
+
+    def _wait_for_the_api(self, problem: TransportError) -> bool:
+        """While the API refuses connections, jobs wait rather than fail; True to wait again,
+        False once it has been unreachable for longer than ``outage_patience`` (the run stops:
+        everything fetched is kept, and the jobs left are the next run's)."""
+        now = self.clock.monotonic()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+            log.warning(
+                "the API is unreachable (%s); jobs wait for it, for %s at most",
+                problem,
+                format_duration(self.retry.outage_patience),
+            )
+            return True
+        if now - self.unreachable_since <= self.retry.outage_patience:
+            return True
+        if self.outage is None:
+            self.outage = (
+                f"the API has been unreachable for {format_duration(now - self.unreachable_since)}"
+                f" ({problem}); stopped: everything fetched is stored, re-run to resume"
+            )
+        self.stop.set()
+        return False
 
     def _record_quarantine(self, job: Job, quarantine: list[tuple[str, RawReply]]) -> None:
         """Keep each invalid body of a job, just before the job's outcome: a job is never left

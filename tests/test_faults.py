@@ -268,6 +268,61 @@ def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeS
     assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
 
 
+# An outage longer than a job's whole retry budget: 3 attempts over at most ~0.15 s of backoff.
+SHORT_BUDGET = RetryPolicy(max_attempts=3, backoff_base=0.05, backoff_cap=0.1, outage_patience=30)
+
+
+def test_jobs_wait_out_an_unreachable_api_instead_of_failing(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    """Requests that cannot even connect never reached the server: they are neither attempts nor
+    quota, so jobs wait for the API (up to outage_patience) rather than burn their retries."""
+    sim = make_simulator(today=TODAY, latency=0.05)
+    config = config_for(tmp_path, sim)
+    outage: dict[str, float] = {}
+
+    def go_away_and_come_back() -> None:
+        sim.stop()
+        outage["requests_before"] = len(sim.log)
+        time.sleep(2.0)  # ten times the jobs' whole retry budget
+        sim.start()
+
+    trigger = when(lambda: len(sim.log) >= 10, go_away_and_come_back)
+    summary = pull_in_process(config, sim, SHORT_BUDGET)
+    trigger.join(TRIGGER_TIMEOUT_SECONDS)
+
+    jobs = len(phones_of(sim)) * 10
+    assert outage["requests_before"] < jobs, "the run was over before the server went away"
+    assert summary.exit_code == 0 and summary.failed == [], summary.failed
+    assert summary.done == jobs and summary.stopped is None
+    # refused connections were not counted: one request per job, plus the retries of requests
+    # the server's going away cut off (those did reach it)
+    assert summary.requests - summary.retries == jobs
+    assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
+
+
+def test_an_api_that_stays_unreachable_stops_the_run_and_the_next_run_resumes(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(today=TODAY)
+    config = config_for(tmp_path, sim)
+    sim.stop()  # nothing listens on its port
+    patient = RetryPolicy(max_attempts=3, backoff_base=0.05, backoff_cap=0.1, outage_patience=1)
+
+    started = time.monotonic()
+    summary = pull_in_process(config, sim, patient)
+    assert time.monotonic() - started < 10
+    assert summary.stopped == "unreachable" and summary.exit_code == 1
+    assert summary.message is not None and "unreachable" in summary.message
+    assert summary.failed == [] and summary.done == 0 and summary.requests == 0
+    assert "failed" not in ledger(tmp_path / "store").values()  # nothing recorded as failed
+
+    sim.start()
+    again = pull_in_process(config, sim, patient)
+    assert again.exit_code == 0 and again.done == len(phones_of(sim)) * 10
+    assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
+
+
 # ---------------------------------------------------------------------------------------------
 # credentials rejected in the middle of a run
 

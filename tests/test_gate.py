@@ -636,6 +636,26 @@ def test_observe_once_per_permit() -> None:
     run_virtual(main)
 
 
+def test_a_request_that_never_left_is_released_at_once() -> None:
+    # the probe could not connect: the next request may go immediately, not after the grace a
+    # request lost on the way is charged for
+    async def main(clock: LoopClock) -> tuple[float, int, int]:
+        gate = QuotaGate(limit=LIMIT, window_seconds=WINDOW, clock=clock)
+        started = clock.monotonic()
+        async with gate.request() as permit:
+            permit.unsent()
+            with pytest.raises(RuntimeError):
+                permit.observe(200, {})
+        snapshot = gate.snapshot()
+        async with gate.request():
+            waited = clock.monotonic() - started
+        return waited, snapshot.sent, snapshot.in_flight
+
+    waited, sent, in_flight = run_virtual(main)
+    assert (sent, in_flight) == (0, 0)
+    assert waited < 1.0
+
+
 def test_snapshot_before_anything_is_known() -> None:
     async def main(clock: LoopClock) -> GateSnapshot:
         return QuotaGate(limit=LIMIT, window_seconds=WINDOW, reserve=5, clock=clock).snapshot()

@@ -243,26 +243,33 @@ def test_pathological_bodies_raise_only_reply_error(body: bytes) -> None:
 # the server goes away mid-run and comes back on the same port
 
 
-def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeSimulator) -> None:
+def pull_through_an_outage(
+    tmp_path: Path, make_simulator: MakeSimulator, seconds: float, retry: RetryPolicy
+) -> tuple[SimulatorServer, RunSummary, int]:
+    """Pull while the server goes away for ``seconds`` after its 10th request and comes back on
+    the same port; returns the simulator, the summary and the requests it saw before going."""
     sim = make_simulator(today=TODAY, latency=0.05)
     config = config_for(tmp_path, sim)
-    outage: dict[str, float] = {}
+    port, outage = sim.port, {}
 
     def go_away_and_come_back() -> None:
         sim.stop()
         outage["requests_before"] = len(sim.log)
-        time.sleep(OUTAGE_SECONDS)
+        time.sleep(seconds)
         sim.start()
         outage["restarted"] = 1
 
-    port = sim.port
     trigger = when(lambda: len(sim.log) >= 10, go_away_and_come_back)
-    summary = pull_in_process(config, sim, OUTAGE_RETRY)
+    summary = pull_in_process(config, sim, retry)
     trigger.join(TRIGGER_TIMEOUT_SECONDS)
-
     assert outage.get("restarted") and sim.port == port
+    assert outage["requests_before"] < len(phones_of(sim)) * 10, "over before the outage"
+    return sim, summary, outage["requests_before"]
+
+
+def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeSimulator) -> None:
+    sim, summary, _ = pull_through_an_outage(tmp_path, make_simulator, OUTAGE_SECONDS, OUTAGE_RETRY)
     jobs = len(phones_of(sim)) * 10
-    assert outage["requests_before"] < jobs, "the run was over before the server went away"
     assert summary.exit_code == 0 and summary.done == jobs, summary.failed
     assert summary.retries > 0
     assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
@@ -277,22 +284,9 @@ def test_jobs_wait_out_an_unreachable_api_instead_of_failing(
 ) -> None:
     """Requests that cannot even connect never reached the server: they are neither attempts nor
     quota, so jobs wait for the API (up to outage_patience) rather than burn their retries."""
-    sim = make_simulator(today=TODAY, latency=0.05)
-    config = config_for(tmp_path, sim)
-    outage: dict[str, float] = {}
-
-    def go_away_and_come_back() -> None:
-        sim.stop()
-        outage["requests_before"] = len(sim.log)
-        time.sleep(2.0)  # ten times the jobs' whole retry budget
-        sim.start()
-
-    trigger = when(lambda: len(sim.log) >= 10, go_away_and_come_back)
-    summary = pull_in_process(config, sim, SHORT_BUDGET)
-    trigger.join(TRIGGER_TIMEOUT_SECONDS)
-
+    # away for ten times the jobs' whole retry budget
+    sim, summary, _ = pull_through_an_outage(tmp_path, make_simulator, 2.0, SHORT_BUDGET)
     jobs = len(phones_of(sim)) * 10
-    assert outage["requests_before"] < jobs, "the run was over before the server went away"
     assert summary.exit_code == 0 and summary.failed == [], summary.failed
     assert summary.done == jobs and summary.stopped is None
     # refused connections were not counted: one request per job, plus the retries of requests

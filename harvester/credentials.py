@@ -200,6 +200,14 @@ class CredentialSource:
             ) as resp:
                 body = await resp.read()
                 status, headers = resp.status, resp.headers
+        except aiohttp.ClientConnectorError as exc:  # nothing reached the server
+            from harvester.client import TransportError  # (client imports this module)
+
+            self._auth_calls.pop()  # so it costs nothing of the auth call's own limit either
+            self.auth_calls -= 1
+            raise TransportError(
+                f"cannot connect to {url} ({type(exc).__name__})", unreachable=True
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _AuthRefused(f"could not reach {url}: {type(exc).__name__}", backoff) from None
         if status == 429:

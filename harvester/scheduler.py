@@ -361,7 +361,12 @@ class _Run:
         task = asyncio.current_task()
         assert task is not None
         while not self.stop.is_set():
-            credentials = await self.credentials.current(client.session)
+            try:
+                credentials = await self.credentials.current(client.session)
+            except TransportError as exc:  # POST /auth could not connect
+                waits += 1
+                await self._wait_out_an_outage(exc, waits)
+                continue
             async with self.gate.request() as permit:
                 self.sending.add(task)
                 attempts += 1
@@ -382,9 +387,8 @@ class _Run:
             if problem is not None and problem.unreachable:
                 attempts -= 1  # it never reached the server: neither an attempt nor quota
                 self.summary.requests -= 1
-                if self._wait_for_the_api(problem):
-                    waits += 1
-                    await self.clock.sleep(self.retry.delay(min(waits, 16), self.rng))
+                waits += 1
+                await self._wait_out_an_outage(problem, waits)
                 continue
             self.unreachable_since = None
             heard = reply.status if reply is not None else problem.status if problem else None
@@ -417,7 +421,11 @@ class _Run:
             elif reply.status == 401:
                 attempts -= 1  # not counted by the server either
                 if not self.stop.is_set():
-                    await self.credentials.renew(client.session, stale=credentials)
+                    try:
+                        await self.credentials.renew(client.session, stale=credentials)
+                    except TransportError as exc:  # POST /auth could not connect
+                        waits += 1
+                        await self._wait_out_an_outage(exc, waits)
                 continue
             elif reply.status in REJECTED_STATUSES:  # a retry gets the same answer
                 reason = f"HTTP {reply.status}: {_error_message(reply)}"
@@ -435,10 +443,12 @@ class _Run:
             log.debug("retrying %s after %s", job.path, reason)
             await self.clock.sleep(self.retry.delay(attempts, self.rng))
 
-    def _wait_for_the_api(self, problem: TransportError) -> bool:
-        """While the API refuses connections, jobs wait rather than fail; True to wait again,
-        False once it has been unreachable for longer than ``outage_patience`` (the run stops:
-        everything fetched is kept, and the jobs left are the next run's)."""
+    async def _wait_out_an_outage(self, problem: TransportError, waits: int) -> None:
+        """While the API refuses connections, jobs wait (backing off) rather than fail; once it
+        has been unreachable for longer than ``outage_patience`` the run stops: everything
+        fetched is kept, and the jobs left are the next run's."""
+        if not problem.unreachable:
+            raise problem
         now = self.clock.monotonic()
         if self.unreachable_since is None:
             self.unreachable_since = now
@@ -447,16 +457,16 @@ class _Run:
                 problem,
                 format_duration(self.retry.outage_patience),
             )
-            return True
-        if now - self.unreachable_since <= self.retry.outage_patience:
-            return True
-        if self.outage is None:
-            self.outage = (
-                f"the API has been unreachable for {format_duration(now - self.unreachable_since)}"
-                f" ({problem}); stopped: everything fetched is stored, re-run to resume"
-            )
-        self.stop.set()
-        return False
+        elif now - self.unreachable_since > self.retry.outage_patience:
+            if self.outage is None:
+                lasted = format_duration(now - self.unreachable_since)
+                self.outage = (
+                    f"the API has been unreachable for {lasted} ({problem}); stopped: "
+                    "everything fetched is stored, re-run to resume"
+                )
+            self.stop.set()
+            return
+        await self.clock.sleep(self.retry.delay(min(waits, 16), self.rng))
 
     def _record_quarantine(self, job: Job, quarantine: list[tuple[str, RawReply]]) -> None:
         """Keep each invalid body of a job, just before the job's outcome: a job is never left

@@ -394,6 +394,31 @@ def test_401_mid_run_with_account_credentials_renews_and_finishes(
     assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
 
 
+def test_an_unreachable_auth_endpoint_is_an_outage_not_a_credentials_error(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    """With the account login, the first thing a run sends is POST /auth: if nothing answers,
+    the run waits like any request and stops as "unreachable" (exit 1), not as exit 3, which
+    would send the user off to renew credentials that are fine."""
+    sim = make_simulator(today=TODAY)
+    env = cli_env(**{ACCOUNT_PASSWORD_ENV: sim.settings.account_password})
+    config = load_config(account_config(tmp_path, sim), env=env)
+    sim.stop()
+    patient = RetryPolicy(max_attempts=3, backoff_base=0.05, backoff_cap=0.1, outage_patience=1)
+    plan = pull_plan(tuple(config.harvest.phones), START, END, config.harvest.window)
+
+    summary = asyncio.run(harvest(config, lambda _index: plan, retry=patient))
+    assert summary.stopped == "unreachable" and summary.exit_code == 1, summary.message
+    assert summary.message is not None and "/auth" in summary.message
+    assert summary.failed == [] and summary.requests == 0
+
+    sim.start()
+    again = asyncio.run(harvest(config, lambda _index: plan, retry=patient))
+    assert again.exit_code == 0 and again.done == len(phones_of(sim)) * 10
+    assert sim.log.count(path="/auth") == 1
+    assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
+
+
 # ---------------------------------------------------------------------------------------------
 # the disk fills up during a write
 

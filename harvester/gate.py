@@ -29,7 +29,8 @@ How the budget is known
 ``D`` was generated in ``[D, D + 1)`` and in ``[s + theta, r + theta]``, so ``D - r <= theta <
 D + 1 - s``. Intersecting these intervals over many replies pins ``theta`` to about one round trip.
 A new window is entered at the earliest local time that is *surely* past the server's reset:
-``reset - theta_lo`` (plus a small margin). No oversleeping, no early request.
+``reset - theta_lo`` (plus a small margin). No oversleeping, no early request. The interval is
+kept by :mod:`harvester.server_clock`; the headers are read by :mod:`harvester.rate_headers`.
 
 *Out-of-order replies.* Per window (keyed by its reset), ``spent`` is the highest count any reply
 reported and ``ref`` the send time of that reply's request. Our requests still unresolved count
@@ -68,12 +69,22 @@ import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from email.utils import mktime_tz, parsedate_tz
 from typing import Literal
 
 from aiolimiter import AsyncLimiter
 
 from harvester.clock import Clock, SystemClock
+from harvester.rate_headers import (
+    DATE_RESOLUTION_SECONDS,
+    LIMIT_HEADER,
+    REMAINING_HEADER,
+    RESET_HEADER,
+    header_date,
+    header_int,
+    header_text,
+    retry_after,
+)
+from harvester.server_clock import OffsetEstimate
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +92,8 @@ log = logging.getLogger(__name__)
 # enough to cost well under 1% of a pull, slow enough never to open hundreds of connections at once.
 PACING_WINDOW_FRACTION = 0.02
 # Sent this long after the local time at which the server's reset has surely passed: absorbs float
-# rounding and clock drift beyond CLOCK_DRIFT_RATE; one reply's latency is far larger.
+# rounding and clock drift beyond server_clock.CLOCK_DRIFT_RATE; one reply's latency is far larger.
 WAKE_MARGIN_SECONDS = 0.1
-# Relative drift allowed between our monotonic clock and the server's (20 ppm: the tolerance of
-# a common quartz crystal; NTP-synced hosts agree within a few ppm). Old offset bounds widen by
-# this; faster drift is absorbed by WAKE_MARGIN_SECONDS (a further 110 ppm over a window).
-CLOCK_DRIFT_RATE = 2e-5
-# ``Date`` is whole seconds (RFC 9110 HTTP-date): the reply was generated in [Date, Date + 1).
-DATE_RESOLUTION_SECONDS = 1.0
 # Requests sent at least this much earlier than another are assumed to reach the server's counter
 # first (it counts in arrival order). Covers jitter between simultaneous sends and a request held
 # up by one lost SYN (RFC 6298's initial retransmission timeout is 1 s). The gate widens it when
@@ -122,10 +127,6 @@ CLOCK_WARN_SECONDS = 2.0
 PAST_WINDOWS_KEPT = 2
 # Shortest re-check delay, so float rounding at a boundary can never spin the event loop.
 MIN_RECHECK_SECONDS = 1e-3
-
-_LIMIT = "X-RateLimit-Limit"
-_REMAINING = "X-RateLimit-Remaining"
-_RESET = "X-RateLimit-Reset"
 
 Mode = Literal["probe", "quota", "fallback"]
 
@@ -175,37 +176,6 @@ class _Window:
             self.spent, self.ref_sent_at = spent, sent_at
             return 0.0
         return max(0.0, sent_at - self.ref_sent_at) if spent < self.spent else 0.0
-
-
-class _Offset:
-    """The interval known to hold ``theta`` (server clock = local monotonic + theta)."""
-
-    __slots__ = ("_at", "_hi", "_lo")
-
-    def __init__(self) -> None:
-        self._lo: float | None = None
-        self._hi = math.inf
-        self._at = 0.0
-
-    def bounds(self, now: float) -> tuple[float, float] | None:
-        """The interval as of ``now``: older bounds widen by the allowed drift."""
-        if self._lo is None:
-            return None
-        slack = CLOCK_DRIFT_RATE * max(0.0, now - self._at)
-        return self._lo - slack, self._hi + slack
-
-    def add(self, lo: float, hi: float, now: float) -> bool:
-        """Intersect with ``[lo, hi]``. If that is empty a clock has stepped: the newest interval
-        is the only one still true, so start again from it and return False."""
-        current = self.bounds(now)
-        stepped = False
-        if current is not None:
-            lo_both, hi_both = max(lo, current[0]), min(hi, current[1])
-            stepped = lo_both > hi_both
-            if not stepped:
-                lo, hi = lo_both, hi_both
-        self._lo, self._hi, self._at = lo, hi, now
-        return not stepped
 
 
 class Permit:
@@ -271,7 +241,7 @@ class QuotaGate:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._slots = asyncio.Semaphore(concurrency)
         self._pacer = self._make_pacer(limit)
-        self._offset = _Offset()
+        self._offset = OffsetEstimate()
         self._phase = 0.0  # window ends are n * window + phase on the server's clock
         # recent Resets -> the latest "counted no earlier than" bound of a request they ended
         self._resets: dict[float, float] = {}
@@ -444,14 +414,14 @@ class QuotaGate:
         self._throttled += status == 429
         sent.done_at = now
         bisect.insort(self._done_log, now)
-        limit = _header_int(headers, _LIMIT)
-        remaining = _header_int(headers, _REMAINING)
-        date = _header_date(headers)
+        limit = header_int(headers, LIMIT_HEADER)
+        remaining = header_int(headers, REMAINING_HEADER)
+        date = header_date(headers)
         if limit is not None and limit >= 1 and limit != self._limit:
             self._set_limit(limit)
         if date is not None:
             self._learn_offset(date - now, date + DATE_RESOLUTION_SECONDS - sent.sent_at, now)
-        reset_text = _lookup(headers, _RESET)
+        reset_text = header_text(headers, RESET_HEADER)
         n, from_reset = self._locate(sent, now, date, reset_text)
         if status == 429:  # whatever the model says, the window it names is spent until then
             self._wait_for_named_reset(reset_text, now)
@@ -485,7 +455,7 @@ class QuotaGate:
                     self._window,
                 )
             if status == 429:  # no window named: the one that refused surely ends within a window
-                pause = _retry_after(headers, date if date is not None else self._clock.wall())
+                pause = retry_after(headers, date if date is not None else self._clock.wall())
                 pause = self._window if pause is None else min(pause, self._window)
                 self._blocked_until = max(self._blocked_until, now + pause + WAKE_MARGIN_SECONDS)
         self._wake_all()
@@ -724,47 +694,3 @@ class QuotaGate:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message, *args)
-
-
-def _lookup(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup for plain dicts (aiohttp's proxies already are)."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == lowered), None)
-
-
-def _header_int(headers: Mapping[str, str], name: str) -> int | None:
-    value = _lookup(headers, name)
-    try:
-        number = int(value.strip()) if value is not None else None
-    except ValueError:
-        return None
-    return number if number is not None and number >= 0 else None
-
-
-def _retry_after(headers: Mapping[str, str], server_now: float) -> float | None:
-    """``Retry-After`` in seconds from now (RFC 9110: delay-seconds or an HTTP date, which is
-    judged against the reply's ``Date``, else our clock); None if missing or unreadable."""
-    value = _lookup(headers, "Retry-After")
-    if value is None:
-        return None
-    seconds = _header_int(headers, "Retry-After")
-    if seconds is not None:
-        return float(seconds)
-    try:
-        parsed = parsedate_tz(value)
-        return max(0.0, mktime_tz(parsed) - server_now) if parsed is not None else None
-    except (ValueError, TypeError, IndexError, OverflowError):  # what malformed dates raise
-        return None
-
-
-def _header_date(headers: Mapping[str, str]) -> int | None:
-    """``Date`` as epoch seconds; None if missing or unreadable."""
-    value = _lookup(headers, "Date")
-    try:
-        parsed = parsedate_tz(value) if value else None
-        return mktime_tz(parsed) if parsed is not None else None
-    except (ValueError, TypeError, IndexError, OverflowError):  # what malformed dates raise
-        return None

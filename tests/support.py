@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +168,18 @@ def json_lines(text: str) -> list[Any]:
     import json
 
     return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+@contextmanager
+def refused(sim: SimulatorServer) -> Iterator[None]:
+    """Stop ``sim`` and hold its port bound but not listening, so connections are refused and
+    no simulator of a test running in parallel can take the port; start ``sim`` again after."""
+    sim.stop()
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind((sim.host, sim.port))
+    try:
+        yield
+    finally:
+        holder.close()
+        sim.start()

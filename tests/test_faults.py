@@ -34,6 +34,7 @@ from tests.support import (
     PASSWORD_ENV,
     assert_store_matches_truth,
     cli_env,
+    refused,
     run_cli,
     stored_rows,
     write_config,
@@ -253,10 +254,9 @@ def pull_through_an_outage(
     port, outage = sim.port, {}
 
     def go_away_and_come_back() -> None:
-        sim.stop()
-        outage["requests_before"] = len(sim.log)
-        time.sleep(seconds)
-        sim.start()
+        with refused(sim):
+            outage["requests_before"] = len(sim.log)
+            time.sleep(seconds)
         outage["restarted"] = 1
 
     trigger = when(lambda: len(sim.log) >= 10, go_away_and_come_back)
@@ -300,18 +300,17 @@ def test_an_api_that_stays_unreachable_stops_the_run_and_the_next_run_resumes(
 ) -> None:
     sim = make_simulator(today=TODAY)
     config = config_for(tmp_path, sim)
-    sim.stop()  # nothing listens on its port
     patient = RetryPolicy(max_attempts=3, backoff_base=0.05, backoff_cap=0.1, outage_patience=1)
 
-    started = time.monotonic()
-    summary = pull_in_process(config, sim, patient)
-    assert time.monotonic() - started < 10
+    with refused(sim):  # nothing listens on its port
+        started = time.monotonic()
+        summary = pull_in_process(config, sim, patient)
+        assert time.monotonic() - started < 10
     assert summary.stopped == "unreachable" and summary.exit_code == 1
     assert summary.message is not None and "unreachable" in summary.message
     assert summary.failed == [] and summary.done == 0 and summary.requests == 0
     assert "failed" not in ledger(tmp_path / "store").values()  # nothing recorded as failed
 
-    sim.start()
     again = pull_in_process(config, sim, patient)
     assert again.exit_code == 0 and again.done == len(phones_of(sim)) * 10
     assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
@@ -403,16 +402,15 @@ def test_an_unreachable_auth_endpoint_is_an_outage_not_a_credentials_error(
     sim = make_simulator(today=TODAY)
     env = cli_env(**{ACCOUNT_PASSWORD_ENV: sim.settings.account_password})
     config = load_config(account_config(tmp_path, sim), env=env)
-    sim.stop()
     patient = RetryPolicy(max_attempts=3, backoff_base=0.05, backoff_cap=0.1, outage_patience=1)
     plan = pull_plan(tuple(config.harvest.phones), START, END, config.harvest.window)
 
-    summary = asyncio.run(harvest(config, lambda _index: plan, retry=patient))
+    with refused(sim):
+        summary = asyncio.run(harvest(config, lambda _index: plan, retry=patient))
     assert summary.stopped == "unreachable" and summary.exit_code == 1, summary.message
     assert summary.message is not None and "/auth" in summary.message
     assert summary.failed == [] and summary.requests == 0
 
-    sim.start()
     again = asyncio.run(harvest(config, lambda _index: plan, retry=patient))
     assert again.exit_code == 0 and again.done == len(phones_of(sim)) * 10
     assert sim.log.count(path="/auth") == 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from email.utils import mktime_tz, parsedate_tz
 
-# The quota headers VoiceTrends sends on every reply (README, "How the quota works"): the limit,
+# The quota headers VoiceTrends sends on every reply (its API notes, "Quota"): the limit,
 # what is left of it, and the server time (epoch seconds) at which it resets.
 LIMIT_HEADER = "X-RateLimit-Limit"
 REMAINING_HEADER = "X-RateLimit-Remaining"

@@ -275,8 +275,10 @@ def test_server_going_away_and_coming_back(tmp_path: Path, make_simulator: MakeS
     assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)
 
 
-# An outage longer than a job's whole retry budget: 3 attempts over at most ~0.15 s of backoff.
-SHORT_BUDGET = RetryPolicy(max_attempts=3, backoff_base=0.05, backoff_cap=0.1, outage_patience=30)
+# An outage far longer than a job's whole retry budget: 6 attempts over at most ~0.25 s of
+# backoff (enough attempts that stale pooled connections, which fail as attempts once each when
+# the server goes away, cannot use them all up).
+SHORT_BUDGET = RetryPolicy(max_attempts=6, backoff_base=0.02, backoff_cap=0.05, outage_patience=30)
 
 
 def test_jobs_wait_out_an_unreachable_api_instead_of_failing(

@@ -6,6 +6,7 @@ The scripts run as ``python benchmarks/NAME.py``, so this module is imported as 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import platform
@@ -61,19 +62,23 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def lifted_config(
+def write_lifted_config(
+    folder: Path,
     *,
     base_url: str,
     login: str,
     password_env: str,
     phones: Sequence[str],
-    start: str,
-    end: str,
+    start: dt.date,
+    end: dt.date,
     concurrency: int,
-    store: str,
-) -> str:
-    """A config for a pull with the quota lifted; ``store`` is the whole ``[store]`` table body."""
-    return f"""
+    store_path: str,
+    flush_jobs: int,
+    flush_seconds: float,
+    auto_compact: bool,
+) -> Path:
+    """Write ``folder/config.toml`` for a pull with the quota lifted (mode 600); returns it."""
+    text = f"""
 [api]
 base_url = "{base_url}"
 login = "{login}"
@@ -87,14 +92,21 @@ window_seconds = {WINDOW_SECONDS}
 
 [harvest]
 phones = {json.dumps(list(phones))}
-start = {start}
-end = {end}
+start = {start.isoformat()}
+end = {end.isoformat()}
 window = "day"
 timezone = "UTC"
 
 [store]
-{store.strip()}
+path = "{store_path}"
+flush_jobs = {flush_jobs}
+flush_seconds = {flush_seconds}
+auto_compact = {str(auto_compact).lower()}
 """
+    path = folder / "config.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 def machine() -> str:

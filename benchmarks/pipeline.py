@@ -53,10 +53,10 @@ from _common import (
     LIFTED_LIMIT,
     WINDOW_SECONDS,
     free_port,
-    lifted_config,
     machine,
     start_serving,
     stop,
+    write_lifted_config,
 )
 
 from harvester.simulator.settings import DEFAULT_PHONES as SIMULATOR_PHONES
@@ -146,25 +146,20 @@ def start_simulator(phones: int, env: dict[str, str]) -> tuple[subprocess.Popen[
 def write_config(
     folder: Path, base_url: str, phones: list[str], start: dt.date, end: dt.date, run: Settings
 ) -> Path:
-    text = lifted_config(
+    return write_lifted_config(
+        folder,
         base_url=base_url,
         login=DEFAULT_TEMP_LOGIN,
         password_env=PASSWORD_ENV,
         phones=phones,
-        start=start.isoformat(),
-        end=end.isoformat(),
+        start=start,
+        end=end,
         concurrency=CONCURRENCY,
-        store=f"""
-path = "{folder / "store"}"
-flush_jobs = {run.flush_jobs}
-flush_seconds = {run.flush_seconds}
-auto_compact = {str(run.auto_compact).lower()}
-""",
+        store_path=str(folder / "store"),
+        flush_jobs=run.flush_jobs,
+        flush_seconds=run.flush_seconds,
+        auto_compact=run.auto_compact,
     )
-    path = folder / "config.toml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
 
 
 def pull_command(config: Path, today: dt.date, profile: Path | None) -> list[str]:

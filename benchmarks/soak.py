@@ -44,7 +44,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import LIFTED_LIMIT, WINDOW_SECONDS, free_port, lifted_config, start_serving, stop
+from _common import (
+    LIFTED_LIMIT,
+    WINDOW_SECONDS,
+    free_port,
+    start_serving,
+    stop,
+    write_lifted_config,
+)
 
 from harvester.simulator import Simulator, SimulatorSettings
 from harvester.simulator.settings import DEFAULT_PHONES
@@ -116,25 +123,20 @@ def plan_for(jobs: int, today: dt.date) -> tuple[list[str], dt.date, dt.date]:
 
 def write_config(folder: Path, base_url: str, login: str, phones: list[str],
                  start: dt.date, end: dt.date) -> Path:  # fmt: skip
-    text = lifted_config(
+    return write_lifted_config(
+        folder,
         base_url=base_url,
         login=login,
         password_env=PASSWORD_ENV,
         phones=phones,
-        start=start.isoformat(),
-        end=end.isoformat(),
+        start=start,
+        end=end,
         concurrency=CONCURRENCY,
-        store=f"""
-path = "store"
-flush_jobs = {FLUSH_JOBS}
-flush_seconds = {FLUSH_SECONDS}
-auto_compact = false  # keep every ledger record and raw reply for the checks
-""",
+        store_path="store",
+        flush_jobs=FLUSH_JOBS,
+        flush_seconds=FLUSH_SECONDS,
+        auto_compact=False,  # keep every ledger record and raw reply for the checks
     )
-    path = folder / "config.toml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
 
 
 def run_pull(jobs: int, work: Path) -> Result:

@@ -548,11 +548,12 @@ class QuotaGate:
         window = min(steps) if self._window_contradicted and steps else self._window
         if abs(window - self._window) < DATE_RESOLUTION_SECONDS:
             if off_grid:  # windows that do not start on multiples of their length: re-align
-                self._info_once(
+                self._warn_once(
                     "phase",
                     "quota windows end where X-RateLimit-Reset says, off "
                     "the %g s grid of the epoch",
                     self._window,
+                    level=logging.INFO,
                 )
                 self._phase = reset - round(reset / self._window) * self._window
                 self._windows.clear()  # keyed by window number on the old grid
@@ -685,12 +686,9 @@ class QuotaGate:
         rate = limit / (self._window * PACING_WINDOW_FRACTION)  # requests per second
         return AsyncLimiter(self._concurrency, self._concurrency / rate)
 
-    def _info_once(self, key: str, message: str, *args: object) -> None:
+    def _warn_once(
+        self, key: str, message: str, *args: object, level: int = logging.WARNING
+    ) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.info(message, *args)
-
-    def _warn_once(self, key: str, message: str, *args: object) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message, *args)
+            log.log(level, message, *args)

@@ -39,10 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harvester.errors import ReplyError
-
-TEXT_FIELDS = ("page", "form", "item")
-COUNTER_FIELDS = ("visits", "filled", "nomatch", "noinput", "transfer", "disconnect")
-COLUMNS = ("application", *TEXT_FIELDS, *COUNTER_FIELDS)
+from harvester.items import COLUMNS, COUNTER_FIELDS, TEXT_FIELDS
 
 # The counters land in Parquet INT64 columns (the contract's BIGINT): anything larger cannot be
 # stored, so it is a schema error rather than an overflow later in the writer.

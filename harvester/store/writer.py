@@ -32,8 +32,9 @@ import pyarrow as pa
 
 from harvester import __version__
 from harvester.errors import StoreError, StoreWriteError
+from harvester.items import COLUMNS
 from harvester.jobs import Job
-from harvester.reply import COLUMNS, ParsedReply
+from harvester.reply import ParsedReply
 from harvester.store import schema as s
 from harvester.store.files import publish, remove, write_parquet
 

@@ -22,6 +22,7 @@ from harvester.gate.grid import RESET_LEARN_MAX_AHEAD_SECONDS, WindowGrid, parse
 from harvester.gate.memory import LastWindow
 from harvester.gate.notes import OnceLog, log
 from harvester.gate.stall import RefusalWatch, describe
+from harvester.gate.windows import Sent, Window, WindowBooks
 from harvester.rate_headers import (
     DATE_RESOLUTION_SECONDS,
     LIMIT_HEADER,
@@ -37,11 +38,6 @@ from harvester.server_clock import OffsetEstimate
 # Sent this long after the local time at which the server's reset has surely passed: absorbs float
 # rounding and clock drift beyond server_clock.CLOCK_DRIFT_RATE; one reply's latency is far larger.
 WAKE_MARGIN_SECONDS = 0.1
-# Requests sent at least this much earlier than another are assumed to reach the server's counter
-# first (it counts in arrival order). Covers jitter between simultaneous sends and a request held
-# up by one lost SYN (RFC 6298's initial retransmission timeout is 1 s). The model widens it when
-# replies show the server counted requests further out of order than that.
-FIFO_GUARD_SECONDS = 2.0
 # Entering a window within this fraction of its start (45 s of 900 s) is "at its top": it cannot
 # have been spent by a previous run of ours, so no probe is needed. Later arrivals probe first.
 AT_TOP_WINDOW_FRACTION = 0.05
@@ -54,8 +50,6 @@ ABANDONED_GRACE_SECONDS = 30.0
 # Warn when the local wall clock differs from the server's by more than this: NTP keeps hosts
 # within milliseconds, so seconds mean an unsynchronised clock (harmless here, wrong elsewhere).
 CLOCK_WARN_SECONDS = 2.0
-# Windows kept after they ended: the last one feeds the other tools' spending estimate.
-PAST_WINDOWS_KEPT = 2
 
 Mode = Literal["probe", "quota", "fallback"]
 
@@ -78,34 +72,6 @@ class GateSnapshot:
     clock_offset_error: float | None  #: half-width of the interval known to hold the offset
 
 
-@dataclass(slots=True, eq=False)  # compared and hashed by identity: kept in a set
-class Sent:
-    """One granted request: charged to every window it may land in until a reply places it."""
-
-    sent_at: float
-    # the latest local time it can have reached the server; None while it is on the wire
-    done_at: float | None = None
-
-
-@dataclass(slots=True)
-class _Window:
-    """What the server told us about one of its windows."""
-
-    limit: int
-    spent: int = 0  # highest count any reply reported (limit - remaining)
-    ref_sent_at: float = -math.inf  # send time of the request whose reply reported ``spent``
-    replies: int = 0  # all of them ours: the rest of ``spent`` is other tools
-    at_top: bool = False  # entered within AT_TOP_WINDOW_FRACTION of its start: no probe needed
-
-    def report(self, spent: int, sent_at: float) -> float:
-        """Take a reply's count; return how much later than the reference its request was sent
-        if it was counted *earlier* (0.0 if not): the server reordered requests that far apart."""
-        if spent > self.spent or (spent == self.spent and sent_at > self.ref_sent_at):
-            self.spent, self.ref_sent_at = spent, sent_at
-            return 0.0
-        return max(0.0, sent_at - self.ref_sent_at) if spent < self.spent else 0.0
-
-
 class WindowModel:
     """The server's fixed-window quota as its replies describe it (see the package docstring).
 
@@ -124,13 +90,11 @@ class WindowModel:
         self._once = OnceLog()
         self._grid = WindowGrid(window_seconds, self._once)
         self._offset = OffsetEstimate()
-        self._windows: dict[int, _Window] = {}
-        self._unplaced: set[Sent] = set()  # requests no reply has placed in a window yet
+        self._books = WindowBooks()
         self._log = SlidingLog()  # when requests ended, for the header-less fallback
         self._blocked_until = -math.inf  # after a 429, or a window an earlier run spent
         self._informed = False  # some reply placed a Remaining in a window
         self._headerless_streak = 0
-        self._fifo_guard = FIFO_GUARD_SECONDS  # widened when the server reorders more than that
         self._refusals = RefusalWatch()
         self.sent = self.replies = self.throttled = 0
 
@@ -165,9 +129,10 @@ class WindowModel:
         if self._in_flight() >= self._budget(self.limit):  # only for limits below concurrency
             return math.inf
         for n in self._view(now, lo, hi):
-            window = self._windows.get(n)
+            window = self._books.windows.get(n)
             probed = window is not None and (window.replies > 0 or window.at_top)
-            if not probed and not self._at_top(n, now, hi) and self._in_flight_into(n, lo):
+            end = self._grid.end(n)
+            if not probed and not self._at_top(n, now, hi) and self._books.in_flight_into(end, lo):
                 return self._grid.end(n) - lo + WAKE_MARGIN_SECONDS  # the probe is still out
             if self._available(n, lo, hi) < 1:
                 return self._grid.end(n) - lo + WAKE_MARGIN_SECONDS
@@ -175,22 +140,19 @@ class WindowModel:
 
     def grant(self, now: float) -> Sent:
         """A request goes at ``now`` (after :meth:`verdict` said it may)."""
-        sent = Sent(now)
-        self._unplaced.add(sent)
+        sent = self._books.grant(now)
         self.sent += 1
         bounds = self._offset.bounds(now)
         if self.mode() == "quota" and bounds is not None:
             for n in self._view(now, *bounds):
-                window = self._windows.get(n)
-                if window is None:
-                    window = self._windows[n] = _Window(self.limit)
+                window = self._books.windows.setdefault(n, Window(self.limit))
                 if window.replies == 0 and self._at_top(n, now, bounds[1]):
                     window.at_top = True
         return sent
 
     def unsent(self, sent: Sent) -> None:
         """The request never left (no connection could be made): release its charge at once."""
-        self._unplaced.discard(sent)
+        self._books.release(sent)
         self.sent -= 1
 
     def abandon(self, sent: Sent, now: float) -> None:
@@ -225,18 +187,11 @@ class WindowModel:
             self._learn_offset(end - self._grid.length - now, end - sent.sent_at, now, wall)
         pause = None
         if n is not None and (remaining is not None or (status == 429 and from_reset)):
-            window = self._windows.setdefault(n, _Window(self.limit))
-            if limit is not None and limit >= 1:
-                window.limit = limit
-            spent = window.limit - remaining if remaining is not None else window.limit
+            window_limit = self._window_limit(n) if limit is None or limit < 1 else limit
+            spent = window_limit - remaining if remaining is not None else window_limit
             if status == 429:  # a refusal means the window is spent, whatever else it says
-                spent = max(spent, window.limit)
-            reordered = window.report(spent, sent.sent_at)
-            if reordered >= self._fifo_guard:
-                self._fifo_guard = min(self._grid.length, reordered + FIFO_GUARD_SECONDS)
-                log.info("the server counted requests %.1f s out of order", reordered)
-            window.replies += 1
-            self._unplaced.discard(sent)
+                spent = max(spent, window_limit)
+            self._books.report(n, window_limit, spent, sent, self._grid.length)
             self._informed = True
             self._headerless_streak = 0
         else:
@@ -299,7 +254,7 @@ class WindowModel:
         if reset_text is not None:
             n, moved = self._grid.adopt(reset_text, first, last)
             if moved:
-                self._windows.clear()  # keyed by window number on the old grid
+                self._books.windows.clear()  # keyed by window number on the old grid
             if n is not None:
                 return n, True
         if bounds is None:
@@ -347,18 +302,17 @@ class WindowModel:
     def last_window(self, now: float, wall: float) -> LastWindow | None:
         """The newest window a reply told us about, for the next run (None: none, or no offset)."""
         bounds = self._offset.bounds(now)
-        told = [n for n, w in self._windows.items() if w.replies]
+        told = [n for n, w in self._books.windows.items() if w.replies]
         if bounds is None or not told or self.mode() != "quota":
             return None
         n = max(told)
-        window = self._windows[n]
-        available = self._available(n, *bounds)
+        limit = self._window_limit(n)
         to_wall = wall - now  # server - wall = theta - (wall - monotonic)
         return LastWindow(
             reset=self._grid.end(n),
             window_seconds=self._grid.length,
-            limit=window.limit,
-            spent=self._budget(window.limit) - available,
+            limit=limit,
+            spent=self._books.charged(n, *bounds, self._grid),
             offset_lo=bounds[0] - to_wall,
             offset_hi=bounds[1] - to_wall,
         )
@@ -387,24 +341,11 @@ class WindowModel:
 
     def _available(self, n: int, lo: float, hi: float) -> int:
         """Requests window ``n`` still takes: its limit minus reserve, reported and unplaced."""
-        window = self._windows.get(n)
-        limit = window.limit if window is not None else self.limit
-        spent = window.spent if window is not None else 0
-        before = (window.ref_sent_at if window is not None else -math.inf) - self._fifo_guard
-        end = self._grid.end(n)
-        start = end - self._grid.length
-        charged = sum(
-            1
-            for s in self._unplaced
-            if s.sent_at >= before
-            and s.sent_at + lo < end
-            and (s.done_at is None or s.done_at + hi >= start)
-        )
-        return self._budget(limit) - spent - charged
+        return self._budget(self._window_limit(n)) - self._books.charged(n, lo, hi, self._grid)
 
-    def _in_flight_into(self, n: int, lo: float) -> bool:
-        end = self._grid.end(n)
-        return any(s.done_at is None and s.sent_at + lo < end for s in self._unplaced)
+    def _window_limit(self, n: int) -> int:
+        window = self._books.windows.get(n)
+        return window.limit if window is not None else self.limit
 
     def _view(self, now: float, lo: float, hi: float) -> range:
         """The windows a request sent now may be counted in, as far as the offset is known."""
@@ -417,7 +358,7 @@ class WindowModel:
         return limit - min(self._reserve, limit - 1)
 
     def _in_flight(self) -> int:
-        return sum(1 for s in self._unplaced if s.done_at is None)
+        return self._books.in_flight()
 
     def _foreign_per_window(self, now: float) -> int:
         """Other tools' spending: the most seen in the current or the last finished window."""
@@ -425,19 +366,12 @@ class WindowModel:
         if bounds is None:
             return 0
         current = self._grid.index_at(now + bounds[0])
-        windows = (self._windows.get(n) for n in (current - 1, current))
-        seen = (w.spent - w.replies for w in windows if w is not None and w.replies)
-        return max(0, max(seen, default=0))
+        return self._books.foreign((current - 1, current))
 
     def _forget(self, now: float, lo: float, hi: float) -> None:
         """Drop windows and placed requests that can no longer matter."""
         current = self._grid.index_at(now + lo)
-        for n in [n for n in self._windows if n < current - PAST_WINDOWS_KEPT]:
-            del self._windows[n]
-        start = self._grid.end(current) - self._grid.length
-        self._unplaced -= {
-            s for s in self._unplaced if s.done_at is not None and s.done_at + hi < start
-        }
+        self._books.forget(current, self._grid.end(current) - self._grid.length, hi)
 
     # -- for progress lines ---------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from aiolimiter import AsyncLimiter
 from harvester.clock import Clock, SystemClock
 from harvester.errors import QuotaStalled
 from harvester.gate.memory import LastWindow
-from harvester.gate.model import GateSnapshot, Sent, WindowModel
+from harvester.gate.model import GateSnapshot, WindowModel
+from harvester.gate.windows import Sent
 
 # A whole window's budget may be paced out in this fraction of the window (18 s of 900 s): fast
 # enough to cost well under 1% of a pull, slow enough never to open hundreds of connections at once.

@@ -225,6 +225,8 @@ def test_a_new_run_in_a_window_an_earlier_one_spent_waits_for_its_reset_without_
     assert wake is not None
     assert start + 300.0 <= wake <= start + 300.0 + 1.0 + WAKE_MARGIN_SECONDS
     assert model.verdict(wake) is None
+    waiting = model.snapshot(start, wall)  # what the progress line shows meanwhile
+    assert (waiting.remaining, waiting.next_reset) == (0, wake)
 
 
 @pytest.mark.parametrize(

@@ -390,6 +390,8 @@ class WindowModel:
             remaining = self._budget(limit) - self._in_flight()
         next_end = self._grid.end(self._grid.index_at(now + theta[0]))
         next_reset = next_end - theta[0] + WAKE_MARGIN_SECONDS
+        if now < self._blocked_until:  # a 429, or a window an earlier run spent: nothing till then
+            remaining, next_reset = 0, self._blocked_until
         offset = error = None
         if bounds is not None:
             offset = (bounds[0] + bounds[1]) / 2 - (wall - now)

@@ -195,3 +195,22 @@ def test_the_cli_exits_1_with_one_line_saying_what_the_server_answered(
     ), lines[0]
     assert "Traceback" not in result.stderr
     assert sim.log.count(status=429) == len(sim.log) <= 1 + (STALL_WINDOWS - 1) * 4
+
+
+# -- the file in the store -------------------------------------------------------------------------
+
+
+def test_the_quota_state_file_round_trips_and_junk_reads_as_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.load_quota_state() is None  # none yet
+    assert store.save_quota_state({"api": "http://x/api", "reset": 1.5})
+    assert store.load_quota_state() == {"api": "http://x/api", "reset": 1.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quota.json"]  # no temp left behind
+    for junk in (b"", b"[1, 2]", b"{not json", b"\xff\xfe", b"{}" + b" " * 70_000):
+        (tmp_path / "quota.json").write_bytes(junk)
+        assert store.load_quota_state() in (None, {}), junk
+
+
+def test_a_quota_state_that_cannot_be_written_is_not_a_failed_run(tmp_path: Path) -> None:
+    store = Store(tmp_path / "missing")  # the folder does not exist: the write fails
+    assert store.save_quota_state({"reset": 1.0}) is False

@@ -207,21 +207,38 @@ class WindowModel:
                 pause = retry_after(headers, date if date is not None else wall)
                 wait = self._grid.length if pause is None else min(pause, self._grid.length)
                 self._blocked_until = max(self._blocked_until, now + wait + WAKE_MARGIN_SECONDS)
-        reset = parse_reset(reset_text)
         if status != 429:
-            self._refusals.accepted(reset)
-            return
-        # a refusal: count the windows refused in a row, in the server's words
+            self._refusals.accepted(parse_reset(reset_text))
+        else:
+            headed = remaining is not None or reset_text is not None
+            self._refused(n, reset_text, headed, headers, pause, now=now, wall=wall, date=date)
+
+    def _refused(
+        self,
+        n: int | None,
+        reset_text: str | None,
+        headed: bool,
+        headers: Mapping[str, str],
+        pause: float | None,
+        *,
+        now: float,
+        wall: float,
+        date: int | None,
+    ) -> None:
+        """Count a 429 towards giving up (:mod:`.stall`), worded as the server answered:
+        ``n`` is the window it refused (None: unknown), ``headed`` whether it had quota headers,
+        ``pause`` the Retry-After it was waited for, if any."""
+        reset = parse_reset(reset_text)
         server_now = self._server_now(now, wall, date)
-        ahead = reset - server_now if math.isfinite(reset) else None
+        ahead: float | None = reset - server_now if math.isfinite(reset) else None
         if ahead is not None and not 0 < ahead <= RESET_LEARN_MAX_AHEAD_SECONDS:
             ahead = None  # nonsense (milliseconds, the past): not a time to report or judge by
         answer = describe(
-            status,
+            429,
             reset_text=reset_text,
             reset_ahead=ahead,
             retry_after=pause if pause is not None else retry_after(headers, server_now),
-            quota_headers=remaining is not None or reset_text is not None,
+            quota_headers=headed,
         )
         if ahead is not None and self._grid.too_far(reset, server_now):
             self._refusals.refused_far_ahead(reset, answer)

@@ -7,6 +7,7 @@
     │   └── StoreLockedError       another harvester holds the store's lock (names its pid/host)
     ├── StoreWriteError            a write failed mid-run (disk full): exit 1, flushed data kept
     ├── CredentialsError           the API rejected the credentials (401) or they expired: exit 3
+    ├── QuotaStalled               the API refuses every request (429) for windows on end: exit 1
     ├── ReplyError                 invalid reply body; retried, then quarantined
     ├── JobFailed                  a job failed for good (400/405, retries spent); run goes on
     └── Interrupted                SIGINT/SIGTERM after a clean stop: exit 130
@@ -52,6 +53,12 @@ class CredentialsError(HarvesterError):
     """The API answered 401: credentials invalid, expired or the account inactive."""
 
     exit_code = 3
+
+
+class QuotaStalled(HarvesterError):
+    """The API refused every request for several quota windows, or until far beyond one (a
+    suspended account, a broken proxy): waiting longer is pointless. The message says what the
+    server answered."""
 
 
 class ReplyError(HarvesterError):

@@ -13,6 +13,8 @@ Each job loops until it is done or failed for good:
   is neither an attempt nor quota; jobs wait with the same backoff while the API is unreachable,
   for ``outage_patience`` (10 minutes) at most, then the run stops (exit 1), everything kept;
 - 429: the gate waits for the window the reply names; retried, never counted as an attempt;
+  a server that refuses everything makes the gate give up (QuotaStalled): the run stops (exit 1),
+  everything fetched kept;
 - 400/404/405: rejected, failed for good with the server's message (only ``--retry-failed``
   sends it again); the run goes on;
 - 401: renew the temporary credentials if the config can (single-flight), else stop the run
@@ -44,8 +46,8 @@ from harvester.client import ApiClient, RawReply, TransportError
 from harvester.clock import Clock, SystemClock
 from harvester.config import Config
 from harvester.credentials import CredentialSource
-from harvester.errors import CredentialsError, ReplyError, StoreError, StoreWriteError
-from harvester.gate import QuotaGate
+from harvester.errors import CredentialsError, QuotaStalled, ReplyError, StoreError, StoreWriteError
+from harvester.gate import LastWindow, QuotaGate
 from harvester.jobs import Job
 from harvester.plan import JobIndex, Plan, count
 from harvester.progress import NullProgress, ProgressSink, format_duration
@@ -109,7 +111,7 @@ class RunSummary:
     quarantined: int = 0
     renewals: int = 0
     elapsed_seconds: float = 0.0
-    stopped: Literal["interrupted", "credentials", "unreachable"] | None = None
+    stopped: Literal["interrupted", "credentials", "unreachable", "quota"] | None = None
     message: str | None = None
 
     @property
@@ -118,7 +120,7 @@ class RunSummary:
             return 3
         if self.stopped == "interrupted":
             return 130
-        if self.stopped == "unreachable":  # finished early; what was left is for the next run
+        if self.stopped in ("unreachable", "quota"):  # finished early; the rest is for the next run
             return 1
         return 1 if self.failed or self.failed_before else 0
 
@@ -209,12 +211,20 @@ async def harvest(
             stop=stop or asyncio.Event(),
             retry=retry or RetryPolicy(max_attempts=config.api.max_attempts),
         )
-        if session is not None:
-            summary = await run.run(session)
-        else:
-            connector = aiohttp.TCPConnector(limit=config.api.concurrency)
-            async with aiohttp.ClientSession(connector=connector) as own:
-                summary = await run.run(own)
+        saved = store.load_quota_state() or {}
+        if saved.get("api") == config.api.base_url:  # another API's window tells nothing
+            run.gate.recall(LastWindow.from_json(saved))
+        try:
+            if session is not None:
+                summary = await run.run(session)
+            else:
+                connector = aiohttp.TCPConnector(limit=config.api.concurrency)
+                async with aiohttp.ClientSession(connector=connector) as own:
+                    summary = await run.run(own)
+        finally:  # the next run starts from the last quota window this one saw
+            last = run.gate.last_window()
+            if last is not None:
+                store.save_quota_state({"api": config.api.base_url, **last.to_json()})
         if summary.stopped is None and config.store.auto_compact and store.needs_compaction():
             await asyncio.to_thread(store.compact)
     return summary
@@ -266,6 +276,7 @@ class _Run:
         self.error: Exception | None = None  # a bug or a store failure: re-raised at the end
         self.unreachable_since: float | None = None  # the API has refused connections since
         self.outage: str | None = None  # why the run stopped when the API stayed unreachable
+        self.stalled: str | None = None  # why the run stopped when the API refused everything
 
     async def run(self, session: aiohttp.ClientSession) -> RunSummary:
         started = self.clock.monotonic()
@@ -307,6 +318,8 @@ class _Run:
             s.stopped, s.message = "credentials", str(self.fatal)
         elif self.outage is not None:
             s.stopped, s.message = "unreachable", self.outage
+        elif self.stalled is not None:
+            s.stopped, s.message = "quota", self.stalled
         elif self.stop.is_set():
             s.stopped = "interrupted"
         s.renewals = self.credentials.renewals
@@ -344,6 +357,10 @@ class _Run:
                     self.flush_wanted.set()
         except CredentialsError as exc:
             self.request_stop(exc)
+        except QuotaStalled as exc:  # waiting longer is pointless: stop, keep what is fetched
+            if self.stalled is None:
+                self.stalled = f"{exc}; stopped: everything fetched is stored, re-run later"
+            self.stop.set()
         except Exception as exc:  # a bug: stop everything, keep what is done, re-raise at the end
             if self.error is None:
                 self.error = exc

@@ -28,8 +28,10 @@ from email.utils import formatdate
 import pytest
 
 from harvester.clock import LoopClock
+from harvester.errors import QuotaStalled
 from harvester.gate import (
     PACING_WINDOW_FRACTION,
+    STALL_WINDOWS,
     WAKE_MARGIN_SECONDS,
     GateSnapshot,
     QuotaGate,
@@ -603,6 +605,58 @@ def test_a_late_start_after_an_idle_gap_probes_again() -> None:
     statuses = run_virtual(main, start_epoch=FIRST_WINDOW_START + 100.0)
     assert statuses[1:4] == [200, 200, 200]  # probe, then the 2 left; no 429 wasted
     assert 429 not in statuses
+
+
+# -- a server that refuses everything --------------------------------------------------------------
+
+
+def spent_around_the_clock(window: int) -> Sequence[tuple[float, int]]:
+    return [(0.0, LIMIT)]  # another tool takes every window's whole budget at its top
+
+
+def refused_run(sc: Scenario) -> tuple[float, int, str]:
+    """Workers against a quota that refuses everything, until the gate gives up: the virtual
+    seconds that took, the requests sent, and the gate's message."""
+
+    async def main(clock: LoopClock) -> tuple[float, int, str]:
+        gate = QuotaGate(
+            limit=LIMIT, window_seconds=WINDOW, concurrency=sc.concurrency, clock=clock
+        )
+        quota = FakeQuota(sc, clock)
+        other = asyncio.create_task(quota.other_tools())
+        started = clock.monotonic()
+
+        async def worker() -> None:
+            while True:
+                async with gate.request() as permit:
+                    reply = await quota.call()
+                    assert reply is not None and reply[0] == 429
+                    permit.observe(*reply)
+
+        with pytest.raises(QuotaStalled) as stalled:
+            await asyncio.gather(*(worker() for _ in range(sc.workers)))
+        other.cancel()
+        return clock.monotonic() - started, quota.calls, str(stalled.value)
+
+    return run_virtual(main, start_epoch=FIRST_WINDOW_START + sc.start_into_window)
+
+
+@pytest.mark.parametrize("strip", [False, True], ids=["headers", "no-headers"])
+def test_refused_in_every_window_the_gate_gives_up_after_a_few(strip: bool) -> None:
+    sc = Scenario(prespent=LIMIT, foreign=spent_around_the_clock, strip=strip)
+    waited, sent, message = refused_run(sc)
+    # the first window's rest, then STALL_WINDOWS - 1 whole ones: not one request per window forever
+    assert waited <= WINDOW - sc.start_into_window + (STALL_WINDOWS - 1) * WINDOW + 5
+    assert sent <= 1 + (STALL_WINDOWS - 1) * sc.concurrency
+    assert message.startswith(f"the API refused every request for {STALL_WINDOWS} windows (429")
+    assert ("no X-RateLimit headers" in message) == strip
+
+
+def test_a_refusal_until_hours_ahead_gives_up_at_once() -> None:
+    sc = Scenario(prespent=LIMIT, bad_reset=lambda reset, now: str(reset + 7200))
+    waited, sent, message = refused_run(sc)
+    assert sent == 1 and waited < 1.0
+    assert "X-RateLimit-Reset 2.2 hours ahead" in message
 
 
 # -- the public surface --------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def _report(summary: RunSummary, as_json: bool) -> None:
                 f"  {len(summary.failed_before)} jobs rejected by the server in earlier runs "
                 "(harvester status --gaps; harvester pull --retry-failed tries them again)"
             )
-    if summary.stopped in ("credentials", "unreachable"):
+    if summary.stopped in ("credentials", "unreachable", "quota"):
         click.echo(f"harvester: error: {redact(summary.message or '')}", err=True)
     elif summary.stopped == "interrupted":
         click.echo(

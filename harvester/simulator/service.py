@@ -250,6 +250,10 @@ class Simulator:
                      quota.remaining)
         )  # fmt: skip
         headers = reply_headers(quota, ex.now)
+        if not self.settings.quota_headers:
+            headers = {k: v for k, v in headers.items() if not k.startswith("X-RateLimit-")}
+        elif self.settings.reset_ahead:
+            headers["X-RateLimit-Reset"] = str(quota.reset + self.settings.reset_ahead)
         if status == 405:
             headers["Allow"] = "GET" if ex.parts[0] is not None else "POST"
         return web.Response(status=status or 200, body=body, headers=headers)

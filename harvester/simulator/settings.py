@@ -48,6 +48,8 @@ class SimulatorSettings:
     other_client_spend: int = 0  # requests another tool of the account sends per window ...
     other_client_at: float | None = None  # ... at this offset into it (None: seeded moments)
     clock_skew: float = 0.0  # server clock = real clock + skew (seconds)
+    quota_headers: bool = True  # False: no X-RateLimit-* on any reply (a proxy stripped them)
+    reset_ahead: int = 0  # seconds added to every X-RateLimit-Reset (a refusal far ahead)
     seed: int = 0  # data, fault fates, jitter and issued credentials all follow from it
     today: dt.date | None = None  # the server's today; None: the server clock's UTC date
     settle_days: int = 0  # late data: see above

@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -278,6 +278,18 @@ class Store:
         return highest
 
     # -- reading ------------------------------------------------------------------------------
+
+    def load_quota_state(self) -> dict[str, Any] | None:
+        """The quota state the last run saved here (see :mod:`harvester.store.quota_state`)."""
+        from harvester.store.quota_state import load_quota_state
+
+        return load_quota_state(self.path)
+
+    def save_quota_state(self, state: Mapping[str, object]) -> bool:
+        """Keep ``state`` for the next run (atomically); False if it could not be written."""
+        from harvester.store.quota_state import save_quota_state
+
+        return save_quota_state(self.path, state)
 
     def job_index(self) -> JobIndex:
         """Every job's state, attempts and visible window, loaded once (works without a lock)."""

@@ -167,28 +167,39 @@ def test_report_writes_through_a_fifo_and_export_refuses_it(store: Path, tmp_pat
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
+# Linux's memory devices: /dev/full (every write fails with ENOSPC) and /dev/null.
+DEVICES = {"full": os.makedev(1, 7), "null": os.makedev(1, 3)}
+
+
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["report", "--out", "/dev/full"], 1, "No space left on device"),
-        (["query", "--format", "json", "--out", "/dev/full", "calls"], 1, "No space left"),
-        (["query", "--format", "parquet", "--out", "/dev/full", "calls"], 2, "regular file"),
-        (["export-duckdb", "/dev/full"], 2, "regular file"),
-        (["query", "--format", "csv", "--out", "/dev/null", "calls"], 0, ""),
+        (["report", "--out", "{full}"], 1, "No space left on device"),
+        (["query", "--format", "json", "--out", "{full}", "calls"], 1, "No space left"),
+        (["query", "--format", "parquet", "--out", "{full}", "calls"], 2, "regular file"),
+        (["export-duckdb", "{full}"], 2, "regular file"),
+        (["query", "--format", "csv", "--out", "{null}", "calls"], 0, ""),
     ],
     ids=["report-full", "query-full", "parquet-full", "export-full", "query-null"],
 )
 def test_a_device_is_written_through_never_replaced(
-    store: Path, args: list[str], code: int, needle: str
+    store: Path, tmp_path: Path, args: list[str], code: int, needle: str
 ) -> None:
-    device = Path(next(a for a in args if a.startswith("/dev/")))
-    if not device.exists():
-        pytest.skip(f"no {device} here")
-    result = run_cli([args[0], "--store", str(store), *args[1:]])
+    # Private copies of /dev/full and /dev/null: a regression must not replace the system's.
+    nodes = {name: tmp_path / name for name in DEVICES}
+    try:
+        for name, device in DEVICES.items():
+            os.mknod(nodes[name], stat.S_IFCHR | 0o666, device)
+    except OSError:
+        pytest.skip("cannot make device nodes here (needs root)")
+    result = run_cli([args[0], "--store", str(store), *(a.format(**nodes) for a in args[1:])])
     assert result.returncode == code, result.stderr
     if code:
         one_line(result, "--out" if "--out" in args else "FILE", needle)
-    assert stat.S_ISCHR(device.stat().st_mode)
+    for name, device in DEVICES.items():
+        assert stat.S_ISCHR(nodes[name].lstat().st_mode)
+        assert nodes[name].lstat().st_rdev == device
+    assert leftovers(tmp_path) == []
 
 
 @pytest.fixture

@@ -53,10 +53,7 @@ def check_output(path: Path, flag: str, *, store: Path, streams_ok: bool) -> Out
 
     ``streams_ok``: the output is text, so a character device or FIFO is written through.
     """
-    folder = path.parent
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise UsageError(f"{flag}: cannot write {path}: the folder {folder} {what}")
+    check_folder(path, flag)
     if _inside(path, store):
         raise UsageError(
             f"{flag}: {path} is inside the store {store}; write outputs outside the store folder"
@@ -85,6 +82,14 @@ def check_output(path: Path, flag: str, *, store: Path, streams_ok: bool) -> Out
             f"({path.resolve()}) so the link is not replaced"
         )
     return OutputFile(path, flag)
+
+
+def check_folder(path: Path, flag: str) -> None:
+    """The folder ``path`` would be written in must exist (the first, cheapest check)."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{flag}: cannot write {path}: the folder {folder} {what}")
 
 
 def _inside(path: Path, store: Path) -> bool:

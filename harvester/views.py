@@ -30,7 +30,14 @@ from typing import Any, TypeVar
 import duckdb
 
 from harvester.errors import StoreError, UsageError
-from harvester.outputs import OutputFile, check_output, replacing, write_failed, write_text
+from harvester.outputs import (
+    OutputFile,
+    check_folder,
+    check_output,
+    replacing,
+    write_failed,
+    write_text,
+)
 from harvester.sql_guard import UNSAFE_FLAG, check_reading_sql, lock_down
 from harvester.store import base_views_sql, retry_read
 from harvester.store.schema import Layout
@@ -388,6 +395,7 @@ def export_duckdb(root: Path, file: Path, *, flag: str = "FILE") -> None:
     the file, which would then never show the data pulled after it.
     """
     check_store(root)
+    check_folder(file, flag)
     resolved = root.resolve()
     layout = Layout(resolved)
     kinds = (("data", layout.data), ("ledger", layout.ledger), ("raw reply", layout.raw))

@@ -3,6 +3,10 @@
 It serves the simulator in-process on a loopback port with a short quota window (so the quota
 gate visibly paces the pull), pulls three weeks for the simulator's numbers and ``ALL`` into a
 fresh store, prints a few bundled views, and shows the commands to explore further.
+
+The demo replaces its store on every run, so it marks each store it makes (``DEMO_MARKER``) and
+replaces nothing else: a folder holding anything without the mark (a copy of a real store, a
+user's files) is refused, and so is a demo store another harvester holds the lock of.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from aiohttp import web
 from rich.console import Console
 
 from harvester.config import ApiConfig, Config, HarvestConfig, QuotaConfig, Secret, StoreConfig
-from harvester.errors import StoreError
+from harvester.errors import StoreError, StoreLockedError
 from harvester.jobs import Grain
 from harvester.plan import JobIndex, Plan, pull_plan
 from harvester.progress import make_progress
@@ -44,6 +48,10 @@ SHOWCASE = (
         "FROM hotspots LIMIT 8",
     ),
 )
+# Written into every store the demo makes, before its pull starts (so an interrupted demo's store
+# is still the demo's): the only stores ``harvester demo`` ever replaces.
+DEMO_MARKER = ".harvester-demo"
+_MARKER_TEXT = "made by 'harvester demo', which replaces this folder on every run\n"
 FALLBACK_QUERY = (
     "SELECT phone, count(*) AS items, sum(visits) AS visits, sum(disconnect) AS calls "
     "FROM diagnostic_flow GROUP BY phone ORDER BY phone"
@@ -74,13 +82,36 @@ def run_demo(store: Path, *, quiet: bool = False) -> int:
 
 
 def _replace_store(store: Path) -> None:
-    """Remove a previous demo store, but never a folder that is not one."""
-    if store.is_file():
+    """Empty ``store`` for a new demo pull and mark it; only a folder that is new, empty or a
+    store the demo made, and only while no other harvester holds its lock."""
+    from harvester.store import Store
+    from harvester.store.lock import hold_lock
+    from harvester.store.schema import LOCK_FILE
+
+    if store.exists() and not store.is_dir():
         raise StoreError(f"--store: {store} is a file")
-    if store.exists() and any(store.iterdir()):
-        if not (store / "store.json").exists():
-            raise StoreError(f"--store: {store} exists and is not a harvester store; not replacing")
-        shutil.rmtree(store)
+    if store.is_dir() and any(store.iterdir()) and not (store / DEMO_MARKER).is_file():
+        raise StoreError(
+            f"--store: {store} holds data the demo did not create; not replacing it "
+            "(name a new or empty folder, or delete this one yourself)"
+        )
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"--store: cannot create {store}: {exc.strerror}") from None
+    try:
+        with hold_lock(store / LOCK_FILE, "demo"):
+            for entry in store.iterdir():
+                if entry.name == LOCK_FILE:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            Store(store).ensure_writable(Grain.DAY)
+            (store / DEMO_MARKER).write_text(_MARKER_TEXT)
+    except StoreLockedError as exc:
+        raise StoreLockedError(f"--store: {store} is in use, not replacing it: {exc}") from None
 
 
 async def _pull(store: Path, *, quiet: bool) -> RunSummary:

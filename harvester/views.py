@@ -20,17 +20,25 @@ import decimal
 import io
 import json
 import logging
-import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
 from harvester.errors import StoreError, UsageError
+from harvester.outputs import (
+    OutputFile,
+    check_folder,
+    check_output,
+    replacing,
+    write_failed,
+    write_text,
+)
+from harvester.sql_guard import UNSAFE_FLAG, check_reading_sql, lock_down
 from harvester.store import base_views_sql, retry_read
 from harvester.store.schema import Layout
 from harvester.store.views import sql_literal
@@ -42,6 +50,13 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Tables are as wide as their content (never folded: a folded header or URL is unreadable and
 # breaks grep); this only caps a runaway cell, such as a raw reply body selected by hand.
 TABLE_WIDTH = 2000
+# Rows fetched per step when a result is streamed as CSV or JSON: a few MB of Python objects at
+# the widest view; 2,000,000 rows then peak at ~95 MB instead of ~515 MB (docs: issue 12 item 13).
+STREAM_ROWS = 10_000
+# json.dumps puts this between a list's items; streamed JSON must be the same bytes.
+_JSON_SEPARATOR = ", "
+
+T = TypeVar("T")
 
 # Exported files are written in the oldest storage format DuckDB still writes (readable by
 # DuckDB 1.0 and later): the DuckDB inside a BI tool's driver often lags the Python package.
@@ -176,13 +191,18 @@ def warn_partial_windows(con: duckdb.DuckDBPyConnection) -> None:
 
 @dataclass(frozen=True)
 class QueryOptions:
-    """How ``harvester query`` renders its result."""
+    """How ``harvester query`` renders its result.
+
+    ``out`` is checked by :func:`harvester.outputs.check_output` first; ``unsafe`` lifts the
+    file-access restriction of :mod:`harvester.sql_guard`.
+    """
 
     fmt: str = "table"
-    out: Path | None = None
+    out: OutputFile | None = None
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     limit: int | None = None
+    unsafe: bool = False
 
 
 def check_store(root: Path) -> None:
@@ -193,42 +213,120 @@ def check_store(root: Path) -> None:
         raise StoreError(f"--store: {root} is not a folder")
 
 
-def run_query(root: Path, sql_or_view: str, options: QueryOptions) -> str:
-    """Run SQL (or ``SELECT * FROM`` a bare view name) and render it; errors are UsageErrors."""
+def run_query(
+    root: Path,
+    sql_or_view: str,
+    options: QueryOptions,
+    *,
+    echo: Callable[[str], None] | None = None,
+) -> str:
+    """Run SQL (or ``SELECT * FROM`` a bare view name) and render it; errors are UsageErrors.
+
+    CSV and JSON are streamed (``STREAM_ROWS`` rows at a time) to ``options.out``, or to
+    ``echo`` when given; without either the text is returned. A table is always returned
+    whole: it needs every row's width first.
+    """
     check_store(root)
+    sql = sql_or_view.strip().rstrip(";")
+    if not sql:
+        raise UsageError("query: empty SQL")
+    if _IDENTIFIER.match(sql):
+        sql = f"SELECT * FROM {sql}"
+    if not options.unsafe:
+        check_reading_sql(sql)
     con = connect(root, date_from=options.date_from, date_to=options.date_to)
     try:
         warn_partial_windows(con)
-        sql = sql_or_view.strip().rstrip(";")
-        if not sql:
-            raise UsageError("query: empty SQL")
-        if _IDENTIFIER.match(sql):
-            sql = f"SELECT * FROM {sql}"
         if options.fmt == "parquet":
             assert options.out is not None
-            target = sql_literal(str(options.out))
-            _sql_error_as_usage(lambda: con.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)"))
-            return f"wrote {options.out}"
-        relation = _sql_error_as_usage(lambda: con.execute(sql))
-        columns = [d[0] for d in relation.description or []]
-        rows = retry_read(relation.fetchall)
+            return _copy_parquet(con, root, sql, options)
+        if not options.unsafe:
+            lock_down(con, root)
+        counter = [0]
+        chunks = _rendered(con, sql, options, counter)
+        if options.out is not None:
+            write_text(options.out, chunks)
+            return f"wrote {counter[0]} rows to {options.out.path}"
+        if echo is not None and options.fmt != "table":
+            for chunk in chunks:
+                echo(chunk)
+            return ""
+        return "".join(chunks)
     finally:
         con.close()
-    text = render(columns, rows, options.fmt, options.limit)
-    if options.out is not None:
-        options.out.write_text(text)
-        return f"wrote {len(rows)} rows to {options.out}"
-    return text
 
 
-def _sql_error_as_usage(run: Any) -> Any:
+def _copy_parquet(
+    con: duckdb.DuckDBPyConnection, root: Path, sql: str, options: QueryOptions
+) -> str:
+    """DuckDB writes the Parquet file itself, through the one temp path it is allowed."""
+    assert options.out is not None
+    with replacing(options.out) as temp:
+        if not options.unsafe:
+            lock_down(con, root, writable=[temp])
+        target = sql_literal(str(temp))
+        try:
+            _sql_error_as_usage(lambda: con.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)"))
+        except duckdb.IOException as exc:
+            raise write_failed(options.out, _first_line(exc)) from None
+    return f"wrote {options.out.path}"
+
+
+def _rendered(
+    con: duckdb.DuckDBPyConnection, sql: str, options: QueryOptions, counter: list[int]
+) -> Iterator[str]:
+    """The result as text chunks, fetched ``STREAM_ROWS`` rows at a time; counts into
+    ``counter[0]``. A file that vanished under the query (compaction) is retried only while
+    nothing has been emitted yet."""
+
+    def start() -> tuple[list[str], list[tuple[Any, ...]]]:
+        relation = con.execute(sql)
+        return [d[0] for d in relation.description or []], relation.fetchmany(STREAM_ROWS)
+
+    columns, batch = _sql_error_as_usage(start)
+    if options.fmt == "table":
+        rows = list(batch)
+        while batch:
+            batch = _sql_error_as_usage(lambda: con.fetchmany(STREAM_ROWS))
+            rows.extend(batch)
+        counter[0] = len(rows)
+        yield render(columns, rows, "table", options.limit)
+        return
+    first = True
+    if options.fmt == "json":
+        yield "["
+    else:
+        yield _csv_lines([columns])
+    while batch:
+        counter[0] += len(batch)
+        if options.fmt == "json":
+            items = [dict(zip(columns, map(_plain, row), strict=True)) for row in batch]
+            text = json.dumps(items)[1:-1]  # the batch's items, as json.dumps joins them
+            yield text if first else _JSON_SEPARATOR + text
+        else:
+            yield _csv_lines(_csv_rows(batch))
+        first = False
+        batch = _sql_error_as_usage(lambda: con.fetchmany(STREAM_ROWS))
+    if options.fmt == "json":
+        yield "]"
+
+
+def _sql_error_as_usage(run: Callable[[], T]) -> T:
     try:
         return retry_read(run)
     except duckdb.IOException:
         raise
+    except duckdb.PermissionException as exc:
+        raise UsageError(
+            f"query: {_first_line(exc)} (query reads only files under the store; pass "
+            f"{UNSAFE_FLAG} for full file access)"
+        ) from None
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"query: {first}") from None
+        raise UsageError(f"query: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def render(
@@ -236,14 +334,20 @@ def render(
 ) -> str:
     """Rows as an aligned table, CSV or a JSON array of objects."""
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[_plain(v) for v in row] for row in rows])
-        return buffer.getvalue()
+        return _csv_lines([columns, *_csv_rows(rows)])
     if fmt == "json":
         return json.dumps([dict(zip(columns, map(_plain, row), strict=True)) for row in rows])
     return _table(columns, rows if limit is None else rows[:limit], len(rows))
+
+
+def _csv_rows(rows: Iterable[Sequence[Any]]) -> Iterator[list[Any]]:
+    return ([_plain(v) for v in row] for row in rows)
+
+
+def _csv_lines(rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def _plain(value: Any) -> Any:
@@ -278,40 +382,41 @@ def _cell(value: Any) -> str:
     return str(_plain(value))
 
 
-def export_duckdb(root: Path, file: Path) -> None:
+def export_duckdb(root: Path, file: Path, *, flag: str = "FILE") -> None:
     """Write a DuckDB database file with every bundled view over ``root``'s Parquet files.
 
     The views read the Parquet files by absolute path and glob when queried, so the file stays
     current as pulls add data and can be opened while a pull runs. It is written next to its
-    final name and renamed into place, so a BI tool never sees half a file.
+    final name and renamed into place, so a BI tool never sees half a file; ``file`` must be a
+    regular file (or a new name) outside the store (:func:`harvester.outputs.check_output`).
 
     A store with no file of a kind yet is refused: DuckDB cannot define a view over a glob that
     matches nothing, and the stand-in empty relation a live connection uses would be frozen into
     the file, which would then never show the data pulled after it.
     """
     check_store(root)
-    root = root.resolve()
-    if file.exists() and file.is_dir():
-        raise UsageError(f"export-duckdb: {file} is a folder")
-    layout = Layout(root)
+    check_folder(file, flag)
+    resolved = root.resolve()
+    layout = Layout(resolved)
     kinds = (("data", layout.data), ("ledger", layout.ledger), ("raw reply", layout.raw))
     empty = [name for name, base in kinds if not layout.part_files(base)]
     if empty:
         raise StoreError(
-            f"export-duckdb: {root} holds no {' or '.join(empty)} files yet, and the exported "
+            f"export-duckdb: {resolved} holds no {' or '.join(empty)} files yet, and the exported "
             "views must read the store's files by glob: pull at least one day with calls, "
             "then export (once made, the file shows every later pull by itself)"
         )
-    temp = file.with_name(f".{file.name}.tmp")
-    for leftover in (temp, temp.with_name(temp.name + ".wal")):
-        leftover.unlink(missing_ok=True)
-    try:
-        con = connect(root, database=str(temp), config=_EXPORT_CONFIG)
-    except duckdb.InvalidInputException:  # a DuckDB too old to know the setting writes v1.0
-        temp.unlink(missing_ok=True)
-        con = connect(root, database=str(temp))
-    try:
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-    os.replace(temp, file)
+    target = check_output(file, flag, store=root, streams_ok=False)
+    with replacing(target) as temp:
+        try:
+            try:
+                con = connect(resolved, database=str(temp), config=_EXPORT_CONFIG)
+            except duckdb.InvalidInputException:  # a DuckDB too old to know the setting
+                temp.unlink(missing_ok=True)
+                con = connect(resolved, database=str(temp))
+            try:
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+        except (duckdb.IOException, duckdb.TransactionException) as exc:  # disk full, I/O
+            raise write_failed(target, _first_line(exc)) from None

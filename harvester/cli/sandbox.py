@@ -69,7 +69,8 @@ def simulate_cmd(
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("demo-data"),
     show_default=True,
-    help="Folder to pull into (replaced on each run).",
+    help="Folder to pull into: new, empty, or made by an earlier demo (replaced on each run; "
+    "any other folder is refused).",
 )
 @click.pass_obj
 def demo_cmd(obj: CliState, store: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from harvester.cli.options import CliState, check_out_file, command, date_option, store_option
+from harvester.cli.options import CliState, command, date_option, store_option
 from harvester.errors import UsageError
 
 
@@ -45,10 +45,22 @@ def status_cmd(obj: CliState, store: Path | None, gaps: bool, as_json: bool) -> 
     show_default=True,
     help="Output format (parquet needs --out).",
 )
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write to FILE.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write to FILE (outside the store; replaced whole, never left half-written). A device "
+    "or pipe such as /dev/stdout is written through (not parquet).",
+)
 @click.option("--from", "date_from", help="Only rows with window_start on or after this day.")
 @click.option("--to", "date_to", help="Only rows with window_end on or before this day.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many rows (table output).")
+@click.option(
+    "--unsafe-sql",
+    "unsafe",
+    is_flag=True,
+    help="Run any SQL with full file access. By default the SQL may only read (SELECT...), "
+    "only files under the store, and writes only through --out.",
+)
 @click.argument("sql_or_view")
 @click.pass_obj
 def query_cmd(
@@ -59,6 +71,7 @@ def query_cmd(
     date_from: str | None,
     date_to: str | None,
     limit: int | None,
+    unsafe: bool,
     sql_or_view: str,
 ) -> None:
     """Run SQL against the store with every bundled view defined; a bare view name means
@@ -70,6 +83,7 @@ def query_cmd(
       harvester query --format csv "SELECT phone, sum(visits) FROM diagnostic_flow GROUP BY 1"
       harvester query calls --from 2024-03-01 --to 2024-03-31 --format json --out march.json
     """
+    from harvester.outputs import check_output
     from harvester.views import QueryOptions, run_query
 
     start = date_option(date_from, "--from")
@@ -78,15 +92,25 @@ def query_cmd(
     assert end is None or isinstance(end, dt.date)
     if fmt == "parquet" and out is None:
         raise UsageError("--format parquet needs --out FILE")
+    root = obj.store_path(store)
+    target = None
     if out is not None:
-        check_out_file(out, "--out")
-    text = run_query(
-        obj.store_path(store),
-        sql_or_view,
-        QueryOptions(fmt=fmt, out=out, date_from=start, date_to=end, limit=limit),
+        target = check_output(out, "--out", store=root, streams_ok=fmt != "parquet")
+    options = QueryOptions(
+        fmt=fmt, out=target, date_from=start, date_to=end, limit=limit, unsafe=unsafe
     )
+    last = [""]
+
+    def echo(chunk: str) -> None:
+        if chunk:
+            click.echo(chunk, nl=False)
+            last[0] = chunk
+
+    text = run_query(root, sql_or_view, options, echo=echo)
     if text:
         click.echo(text, nl=not text.endswith("\n"))
+    elif last[0] and not last[0].endswith("\n"):
+        click.echo("")
 
 
 @command("compact")
@@ -111,7 +135,8 @@ def compact_cmd(obj: CliState, store: Path | None) -> None:
 @click.pass_obj
 def export_duckdb_cmd(obj: CliState, store: Path | None, file: Path) -> None:
     """Write a DuckDB database file with every bundled view over the store's Parquet files,
-    for the duckdb CLI, DBeaver, Metabase or Superset.
+    for the duckdb CLI, DBeaver, Metabase or Superset. FILE must be a regular file or a new
+    name outside the store; it is replaced whole, never left half-written.
 
     \b
     Example:
@@ -119,8 +144,7 @@ def export_duckdb_cmd(obj: CliState, store: Path | None, file: Path) -> None:
     """
     from harvester.views import export_duckdb
 
-    check_out_file(file, "FILE")
-    export_duckdb(obj.store_path(store), file)
+    export_duckdb(obj.store_path(store), file, flag="FILE")
     click.echo(f"wrote {file}")
 
 
@@ -133,6 +157,8 @@ def export_duckdb_cmd(obj: CliState, store: Path | None, file: Path) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("report.html"),
     show_default=True,
+    help="HTML file to write (outside the store; replaced whole). A device or pipe such as "
+    "/dev/stdout is written through.",
 )
 @click.pass_obj
 def report_cmd(
@@ -150,7 +176,6 @@ def report_cmd(
     assert end is None or isinstance(end, dt.date)
     if start and end and start > end:
         raise UsageError(f"--from {start} is after --to {end}")
-    check_out_file(out, "--out")
     from harvester.report import write_report
 
     write_report(obj.store_path(store), out, date_from=start, date_to=end)

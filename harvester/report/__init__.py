@@ -14,11 +14,11 @@ document; this module ties them together and writes the file.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
 from harvester.errors import UsageError
+from harvester.outputs import check_output, write_text
 from harvester.report.data import ReportData, collect
 from harvester.report.figures import charts
 from harvester.report.page import render_page
@@ -33,12 +33,16 @@ def write_report(
     *,
     date_from: dt.date | None = None,
     date_to: dt.date | None = None,
+    flag: str = "--out",
 ) -> None:
-    """Write the report for the store at ``root`` (restricted to ``date_from``..``date_to``)."""
+    """Write the report for the store at ``root`` (restricted to ``date_from``..``date_to``).
+
+    ``out`` is checked before any work (:func:`harvester.outputs.check_output`): never inside
+    the store, a regular file replaced by rename, a device or FIFO written through.
+    """
     go = _plotly()
     check_store(root)
-    if out.exists() and out.is_dir():
-        raise UsageError(f"report: {out} is a folder")
+    target = check_output(out, flag, store=root, streams_ok=True)
     con = connect(root, date_from=date_from, date_to=date_to)
     try:
         warn_partial_windows(con)
@@ -46,9 +50,7 @@ def write_report(
     finally:
         con.close()
     page = render_page(data, root, date_from, date_to, go)
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_text(page, encoding="utf-8")
-    os.replace(temp, out)
+    write_text(target, [page])
 
 
 def _plotly() -> Any:

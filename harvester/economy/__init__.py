@@ -20,15 +20,26 @@ The protocol (one :class:`EconomyPlanner` per run, i.e. per pull or sync)::
         archive the reply, then for r in planner.resolved(): ledger.record(r)
         for event in planner.events(): ...    # Mismatch: store "derivation off", warn once
 
-Worked example: a weekday-only line, backfilled over the week 2024-06-03..09 (Mon..Sun), no
-density known. The planner probes the week (1 request: not empty), splits it Mon-Wed / Thu-Sun
-and fetches Mon-Wed (2); Thu-Sun is the week minus Mon-Wed, split Thu-Fri / Sat-Sun, and Thu-Fri
-is fetched (3); Sat-Sun = Thu-Sun minus Thu-Fri is all zeros: both days are *derived empty* with
-no request. Mon is fetched (4), Tue-Wed derived and split, Tue fetched (5), Wed derived; Thu
-fetched (6), Fri derived: 6 requests instead of 7, every day proven. For a number idle over a
-year the first probe comes back empty: 1 request for 365 days. A dense number (``density`` >=
-``EconomyPolicy.dense_share``) fetches each month, then its days, the last one derived: never
-more than one request per day.
+Worked example (``tests/test_economy.py::test_worked_example_of_the_docstring``): a
+weekday-only line, backfilled over the week 2024-06-03..09 (Mon..Sun), no density known, one
+request at a time. Requests and what they prove:
+
+1. ``20240603-20240609`` (probe): not empty. Split Mon-Wed / Thu-Sun: Mon-Wed is fetched,
+   Thu-Sun will be the week minus Mon-Wed.
+2. ``20240603-20240605``: so Thu-Sun is derived; split Thu-Fri (fetch) / Sat-Sun. Mon-Wed
+   splits Mon (fetch) / Tue-Wed.
+3. ``20240603``: Mon fetched; Tue-Wed derived, split Tue (fetch) / Wed.
+4. ``20240606-20240607``: Sat-Sun = Thu-Sun minus Thu-Fri is all zeros: both days derived
+   empty, with no request of their own. Thu-Fri splits Thu (fetch) / Fri.
+5. ``20240604``: Tue fetched; Wed = Mon-Wed - Mon - Tue (derived).
+6. ``20240606``: Thu fetched; Fri = Thu-Fri - Thu (derived).
+7. ``20240608-20240609`` (verify): Sat-Sun was the run's first derivation, so it is checked by
+   a direct fetch; it is empty, and both days are recorded as empty by that range.
+
+Six requests for seven days, plus the run's first verification. For a number idle over a year the
+first probe comes back empty: 1 request for 365 days. A dense number (``density`` >=
+``EconomyPolicy.dense_share``) fetches each month, then its days, the last one derived; a busy
+number never costs more than one request per day plus the verification sample.
 
 What each :class:`DayResolution` says (``kind`` and ``proof``; every range a proof names was
 fetched, and its reply must be stored before the day is recorded):

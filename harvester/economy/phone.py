@@ -280,7 +280,12 @@ class PhonePlanner:
                 child.task.withdrawn = True  # not sent yet: no longer needed
                 child.task = None
             child.totals, child.proof = rest if len(targets) == 1 else EMPTY, proof
-            self._known(child)
+        if len(targets) == 1:
+            self._known(targets[0])
+            return
+        for span in runs(d for child in targets for d in child.span.days()):
+            # adjacent siblings derived empty together are one derivation (one check at most)
+            self._leaf(_Node(span, parent.mode, parent, EMPTY, proof), EMPTY)
 
     def _in_flight(self, node: _Node) -> bool:
         return node.task is not None and node.task.request in self._inflight

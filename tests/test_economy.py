@@ -100,13 +100,16 @@ def test_worked_example_of_the_docstring() -> None:
     week = DayRange(dt.date(2024, 6, 3), dt.date(2024, 6, 9))
     out = run(sim, week, [P1], concurrency=1)
     assert [str(r.span) for r in out.requests] == [
-        "20240603-20240609", "20240603-20240605", "20240603", "20240606-20240607", "20240604",
-        "20240606", "20240608-20240609",
+        "20240603-20240609", "20240603-20240605", "20240603", "20240604", "20240605",
+        "20240606-20240607", "20240606",
     ]  # fmt: skip
-    assert out.requests[-1].purpose is Purpose.VERIFY
+    assert out.requests[4].purpose is Purpose.VERIFY
     kinds = {day.day: (day.kind, str(day.proof)) for day in out.days.values()}
-    assert kinds[dt.date(2024, 6, 5)] == (Kind.DERIVED, "20240603-20240605 - 20240603 - 20240604")
-    assert kinds[dt.date(2024, 6, 8)] == (Kind.EMPTY, "20240608-20240609")
+    assert kinds[dt.date(2024, 6, 5)] == (Kind.FETCHED, "20240605")
+    weekend = "20240603-20240609 - 20240603-20240605 - 20240606-20240607"
+    assert kinds[dt.date(2024, 6, 8)] == kinds[dt.date(2024, 6, 9)] == (Kind.DERIVED, weekend)
+    assert kinds[dt.date(2024, 6, 7)] == (Kind.DERIVED, "20240606-20240607 - 20240606")
+    assert [r.day for r in out.resolutions][:3] == [dt.date(2024, 6, d) for d in (3, 4, 5)]
     assert_truth(sim, out, [P1], week)
 
 

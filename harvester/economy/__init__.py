@@ -26,15 +26,15 @@ request at a time. Requests and what they prove:
 
 1. ``20240603-20240609`` (probe): not empty. Split Mon-Wed / Thu-Sun: Mon-Wed is fetched,
    Thu-Sun will be the week minus Mon-Wed.
-2. ``20240603-20240605``: so Thu-Sun is derived; split Thu-Fri (fetch) / Sat-Sun. Mon-Wed
-   splits Mon (fetch) / Tue-Wed.
+2. ``20240603-20240605``: so Thu-Sun is derived, and split Thu-Fri (fetch) / Sat-Sun. Mon-Wed
+   splits Mon (fetch) / Tue-Wed. The oldest days go first.
 3. ``20240603``: Mon fetched; Tue-Wed derived, split Tue (fetch) / Wed.
-4. ``20240606-20240607``: Sat-Sun = Thu-Sun minus Thu-Fri is all zeros: both days derived
-   empty, with no request of their own. Thu-Fri splits Thu (fetch) / Fri.
-5. ``20240604``: Tue fetched; Wed = Mon-Wed - Mon - Tue (derived).
-6. ``20240606``: Thu fetched; Fri = Thu-Fri - Thu (derived).
-7. ``20240608-20240609`` (verify): Sat-Sun was the run's first derivation, so it is checked by
-   a direct fetch; it is empty, and both days are recorded as empty by that range.
+4. ``20240604``: Tue fetched; Wed = Mon-Wed - Mon - Tue. That is the run's first derivation,
+   so before it is reported it is checked:
+5. ``20240605`` (verify): it agrees; Wed is reported as fetched.
+6. ``20240606-20240607``: Sat-Sun = week - Mon-Wed - Thu-Fri is all zeros: both days are
+   *derived empty*, with no request of their own. Thu-Fri splits Thu (fetch) / Fri.
+7. ``20240606``: Thu fetched; Fri = Thu-Fri - Thu (derived).
 
 Six requests for seven days, plus the run's first verification. For a number idle over a year the
 first probe comes back empty: 1 request for 365 days. A dense number (``density`` >=

@@ -16,13 +16,15 @@ fewer where whole ranges are empty. Modes of a node:
 - ``PLAIN``: derivation off: ranges are fetched only to prune empty ones, every piece fetched.
 
 A subtraction whose remainder is zero resolves every unfetched sibling as empty at once. A
-reply that arrives for a range already derived is compared with it for free.
+reply that arrives for a range already derived is compared with it for free. Requests go out
+oldest days first (depth first through the calendar), so days are proven in date order and the
+share of non-empty days is known early: once it looks dense, a month goes straight to days.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import deque
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -39,10 +41,15 @@ from harvester.economy.model import (
     Verified,
 )
 from harvester.economy.run import RunState
-from harvester.economy.split import chunks, halves, months, runs, single_days
+from harvester.economy.split import calendar_pieces, chunks, halves, months, runs, single_days
 from harvester.economy.totals import EMPTY, Totals
 
-_PLAIN_DAYS_BELOW = 5  # derivation off: a non-empty range this short is fetched day by day
+# A week or less of data is fetched day by day when derivation is off: splitting it further
+# costs more requests than the empty days it could prune.
+_PLAIN_DAYS_UPTO = 7
+# Days resolved before the share of non-empty ones says whether the number is dense: two weeks
+# tell a weekday-only line (5/7) from a busy one.
+_DENSITY_AFTER_DAYS = 14
 
 
 class Mode(Enum):
@@ -90,9 +97,10 @@ class PhonePlanner:
         self._run = run
         self._serials = iter(serials)
         self._dense = density is not None and density >= run.policy.dense_share
+        self._seen = self._seen_nonempty = 0  # days resolved in this run, and those with data
         self._recheck = dict(recheck or {})
         self._open: set[dt.date] = set(days) | set(self._recheck)
-        self._queue: deque[_Task] = deque()
+        self._queue: list[tuple[dt.date, int, _Task]] = []  # a heap: oldest days first
         self._inflight: dict[Request, _Task] = {}
         self._outbox: list[DayResolution] = []
         self._by_additivity: set[dt.date] = set()  # resolved here as derived or unchanged
@@ -104,7 +112,7 @@ class PhonePlanner:
     def next_requests(self, limit: int) -> list[Request]:
         out: list[Request] = []
         while self._queue and len(out) < limit:
-            task = self._queue.popleft()
+            task = heapq.heappop(self._queue)[2]
             if not task.withdrawn:
                 self._inflight[task.request] = task
                 out.append(task.request)
@@ -150,7 +158,7 @@ class PhonePlanner:
 
     @property
     def busy(self) -> bool:
-        return bool(self._inflight) or any(not t.withdrawn for t in self._queue)
+        return bool(self._inflight) or any(not t.withdrawn for _, _, t in self._queue)
 
     def unresolved(self) -> list[dt.date]:
         return sorted(self._open)
@@ -158,11 +166,12 @@ class PhonePlanner:
     def rebuild(self) -> None:
         """Derivation failed: forget the tree, fetch again what additivity proved, re-plan."""
         self._epoch += 1
-        for task in self._queue:
+        for _, _, task in self._queue:
             task.withdrawn = True
         self._queue.clear()
         self._open |= self._by_additivity
         self._by_additivity.clear()
+        self._dense = self._looks_dense()
         self._plan()
 
     # planning -------------------------------------------------------------------------------------
@@ -193,13 +202,22 @@ class PhonePlanner:
         for piece in pieces:
             self._fetch(_Node(piece, mode), purpose)
 
+    def _looks_dense(self) -> bool:
+        """Dense by the caller's hint, or by what this run has resolved so far: then a month's
+        days are fetched straight away (fewer derivations, nothing to prune anyway)."""
+        if self._dense:
+            return True
+        if self._seen < _DENSITY_AFTER_DAYS:
+            return False
+        return self._seen_nonempty >= self._run.policy.dense_share * self._seen
+
     def _fetch(self, node: _Node, purpose: Purpose) -> None:
         if len(node.span) == 1 and purpose is not Purpose.VERIFY:
             purpose = Purpose.DAY if purpose is not Purpose.RECHECK else purpose
         request = Request(self.phone, node.span, purpose, next(self._serials))
         task = _Task(request, node, self._epoch)
         node.task = task
-        self._queue.append(task)
+        heapq.heappush(self._queue, (node.span.start, request.serial, task))
 
     def _take(self, request: Request) -> _Task:
         task = self._inflight.pop(request, None)
@@ -225,10 +243,10 @@ class PhonePlanner:
         elif totals.is_empty() or len(node.span) == 1:
             self._leaf(node, totals)
         elif node.mode is Mode.PLAIN:
-            short = len(node.span) < _PLAIN_DAYS_BELOW
-            pieces = single_days(node.span) if short else halves(node.span)
+            short = len(node.span) <= _PLAIN_DAYS_UPTO or self._looks_dense()
+            pieces = single_days(node.span) if short else calendar_pieces(node.span)
             self._split(node, pieces, Mode.PLAIN, fetch_all=True)
-        elif node.mode is Mode.FLAT:
+        elif node.mode is Mode.FLAT or (self._looks_dense() and len(months(node.span)) == 1):
             self._split(node, single_days(node.span), Mode.FLAT)
         else:
             self._split(node, halves(node.span), Mode.TREE)
@@ -339,6 +357,8 @@ class PhonePlanner:
             if day not in self._open:
                 continue
             self._open.discard(day)
+            self._seen += 1
+            self._seen_nonempty += bool(rows) or kind is Kind.UNCHANGED
             day_rows = self._recheck[day].rows() if kind is Kind.UNCHANGED else rows
             self._outbox.append(DayResolution(self.phone, day, kind, day_rows, proof))
             if kind in (Kind.DERIVED, Kind.UNCHANGED):

@@ -60,6 +60,20 @@ def chunks(span: DayRange, size: int) -> list[DayRange]:
     return out
 
 
+def calendar_pieces(span: DayRange) -> list[DayRange]:
+    """``span`` cut into its months if it has several, else its ISO weeks, else its days."""
+    pieces = months(span)
+    if len(pieces) > 1:
+        return pieces
+    out: list[DayRange] = []
+    for day in span.days():
+        if out and day.weekday() != 0:
+            out[-1] = DayRange(out[-1].start, day)
+        else:
+            out.append(DayRange.day(day))
+    return out if len(out) > 1 else single_days(span)
+
+
 def halves(span: DayRange) -> list[DayRange]:
     """Two pieces, cut at the first of a month nearest the middle, else the Monday nearest the
     middle, else the middle (the older piece is the shorter)."""

@@ -274,8 +274,34 @@ def test_negative_derivation_is_a_mismatch() -> None:
     out = drive(planner, shrinking)
     first = out.mismatches[0]
     assert first.fetched is None and first.derived.has_negative()
-    assert "negative" in first.message()
+    assert "negative" in first.message() and "=-" in first.message()
     assert_truth(sim, out, [P1], QUARTER)
+
+
+def test_inflated_ranges_are_caught_by_the_verification_sample() -> None:
+    """Ranges one call too high never make a derivation negative: only the sampled direct fetch
+    of the run's first derived day can see it; then every derived day is fetched again."""
+    sim = simulator(shapes={P1: Shape.busy(), P2: Shape.busy()})  # busy: no zero to go below
+
+    def inflated(request: Request) -> list[Row]:
+        rows = sorted(sim.truth_rows(request.phone, request.span.start, request.span.end))
+        if len(request.span) > 1 and rows:  # one more call on the busiest item: the entry menu
+            i = max(range(len(rows)), key=lambda k: rows[k][4])
+            r = rows[i]
+            rows[i] = (*r[:4], r[4] + 1, r[5] + 1, *r[6:])  # a caller more who chose
+        return rows
+
+    planner = EconomyPlanner()
+    for phone in (P1, P2):
+        planner.add_phone(phone, QUARTER.days())
+    out = drive(planner, inflated)
+    first = out.mismatches[0]
+    assert first.fetched is not None and len(first.span) == 1
+    assert "visits=" in first.message() and "filled=" in first.message()
+    verify = [r for r in out.requests if r.purpose is Purpose.VERIFY]
+    assert verify[0].span == first.span  # found by checking the run's first derivation
+    assert_truth(sim, out, [P1, P2], QUARTER)
+    assert set(out.kinds()) <= {Kind.FETCHED, Kind.EMPTY} and not planner.derivation_on
 
 
 def test_policy_without_derivation_keeps_empty_pruning() -> None:

@@ -122,9 +122,8 @@ class Mismatch:
 
     def message(self) -> str:
         if self.fetched is None:
-            return (
-                f"{self.phone} {self.span}: a derived total is negative: {self.derived.describe()}"
-            )
+            negative = self.derived.negative_part().describe()
+            return f"{self.phone} {self.span}: a derived total is negative: {negative}"
         diff = (self.fetched - self.derived).describe()
         return f"{self.phone} {self.span}: fetched minus derived: {diff}"
 

@@ -79,6 +79,10 @@ class Totals:
         """Whether some counter is below zero: impossible for a reply, so additivity failed."""
         return any(min(v) < 0 for v in self._items.values())
 
+    def negative_part(self) -> Totals:
+        """Only the items with a counter below zero (what a warning about them should name)."""
+        return Totals({k: v for k, v in self._items.items() if min(v) < 0})
+
     def describe(self) -> str:
         """A short human form, for a warning line: ``main.php/main_menu/selection visits=+3``."""
         parts = []

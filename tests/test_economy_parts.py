@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from harvester.economy import DayRange, EconomyPlanner, EconomyPolicy, RangeLimits, Totals, drive
+from harvester.economy import (
+    DayRange,
+    EconomyPlanner,
+    EconomyPolicy,
+    RangeLimits,
+    Totals,
+    drive,
+    expected_requests,
+)
 from harvester.economy.split import calendar_pieces, chunks, halves, months, runs
 from harvester.items import item_schema
 from harvester.simulator import Shape, Simulator, SimulatorSettings
@@ -84,6 +92,18 @@ def test_derivation_off_on_a_busy_number_goes_to_days_once_it_looks_dense() -> N
     out = drive(planner, lambda r: sim.truth_rows(r.phone, r.span.start, r.span.end))
     assert out.sent <= 1.1 * len(year)
     assert all(set(r.rows) == sim.truth_rows(r.phone, r.day, r.day) for r in out.days.values())
+
+
+def test_expected_requests_follow_density() -> None:
+    year = list(span("2023-07-01", "2024-06-30").days())
+    assert expected_requests(year, 0.0) == 1  # one probe proves an idle year
+    dense = expected_requests(year, 1.0)
+    assert len(year) <= dense <= 1.01 * len(year)  # day by day plus the verification sample
+    assert abs(expected_requests(year, None) - dense) <= 3  # unknown: assume the dearest
+    sparse = [expected_requests(year, share) for share in (0.05, 0.2, 0.5)]
+    assert sparse == sorted(sparse) and sparse[-1] < len(year)
+    assert expected_requests(year, 0.3) == expected_requests(iter(year), 0.3)  # stable
+    assert expected_requests(year, 1.0, policy=EconomyPolicy(derive=False)) == len(year)
 
 
 def test_the_benchmark_meets_every_target() -> None:

@@ -63,12 +63,14 @@ already recorded are simply not passed in.
 Modules: :mod:`~.totals` (item-wise arithmetic), :mod:`~.model` (ranges, requests, proofs,
 events, policy), :mod:`~.split` (calendar cuts), :mod:`~.phone` (one phone's range tree),
 :mod:`~.run` (what a run's phones share), :mod:`~.planner` (the run-wide queue), :mod:`~.drive`
-(driving a planner in-process against an answer function).
+(driving a planner in-process against an answer function), :mod:`~.estimate` (expected requests
+for ``plan``, from a number's density).
 """
 
 from __future__ import annotations
 
 from harvester.economy.drive import Answer, Outcome, drive
+from harvester.economy.estimate import expected_requests
 from harvester.economy.model import (
     DayRange,
     DayResolution,
@@ -105,4 +107,5 @@ __all__ = [
     "Totals",
     "Verified",
     "drive",
+    "expected_requests",
 ]

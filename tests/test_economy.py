@@ -350,6 +350,26 @@ def test_failed_requests_leave_their_days_unresolved() -> None:
     assert got == set(QUARTER.days()) - set(left)
 
 
+def test_a_failed_part_is_derived_from_its_parent() -> None:
+    sim = simulator(shapes={P1: Shape.busy()})
+    planner = EconomyPlanner()
+    planner.add_phone(P1, QUARTER.days(), density=1.0)  # months, then days: month minus days
+    failed: list[Request] = []
+    while not planner.done:
+        for request in planner.next_requests(4):
+            if request.span == DayRange.day(dt.date(2024, 5, 7)):
+                failed.append(request)
+                planner.on_failed(request)
+            else:
+                planner.on_rows(request, sim.truth_rows(P1, request.span.start, request.span.end))
+    assert len(failed) == 1 and not planner.unresolved()
+    days = {r.day: r for r in planner.resolved()}
+    assert days[dt.date(2024, 5, 7)].kind in (Kind.DERIVED, Kind.FETCHED)  # FETCHED: verified
+    assert days[dt.date(2024, 5, 31)].kind is Kind.FETCHED  # the last day fetched instead
+    for day, r in days.items():
+        assert set(r.rows) == sim.truth_rows(P1, day, day)
+
+
 def test_verification_sample_rate_is_configurable() -> None:
     sim = simulator(shapes=dict.fromkeys(PHONES, Shape.sparse(0.4)))
     every = run(sim, QUARTER, policy=EconomyPolicy(verify_every=1))

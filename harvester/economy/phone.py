@@ -286,7 +286,7 @@ class PhonePlanner:
             return
         if rest.is_empty():
             targets = unknown  # nothing left: every sibling not yet known is empty
-        elif len(unknown) == 1 and not unknown[0].failed and not self._in_flight(unknown[0]):
+        elif len(unknown) == 1 and not self._in_flight(unknown[0]):  # failed ones too
             targets = unknown
         else:
             return
@@ -336,7 +336,8 @@ class PhonePlanner:
             self._resolve(span, Kind.FETCHED, Proof(span), totals)
 
     def _failed(self, node: _Node) -> None:
-        """No reply for ``node``: its days stay open; a sibling it was to prove is fetched."""
+        """No reply for ``node``: the sibling it was to prove is fetched instead, and then it is
+        derived from its parent; without a parent its days stay open (unresolved)."""
         node.failed = True
         parent = node.parent
         if parent is None or parent.mode is Mode.PLAIN:

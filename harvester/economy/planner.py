@@ -83,7 +83,8 @@ class EconomyPlanner:
         self._after()
 
     def on_failed(self, request: Request) -> None:
-        """No usable reply in the end: the days it was to prove stay unresolved this run."""
+        """No usable reply in the end (retries spent): the range is derived from its parent
+        once its sibling is fetched instead; failing that, its days stay unresolved this run."""
         self._phone(request).on_failed(request)
         self._after()
 

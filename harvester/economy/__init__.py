@@ -16,7 +16,7 @@ The protocol (one :class:`EconomyPlanner` per run, i.e. per pull or sync)::
             send GET {base}{request.path}; then exactly one of:
             planner.on_rows(request, rows)     # 200: rows in harvester.items.COLUMNS order
             planner.on_refused(request)        # 400: a long range is asked again shorter
-            planner.on_failed(request)         # gave up: its days stay unresolved this run
+            planner.on_failed(request)         # retries spent: derived later, or unresolved
         archive the reply, then for r in planner.resolved(): ledger.record(r)
         for event in planner.events(): ...    # Mismatch: store "derivation off", warn once
 
@@ -47,7 +47,8 @@ fetched, and its reply must be stored before the day is recorded):
 - ``FETCHED``: the reply for that single day;
 - ``EMPTY``: a fetched range holding the day was empty (needs only counters >= 0);
 - ``DERIVED``: ``proof.plus`` minus every range of ``proof.minus`` (needs additivity);
-- ``UNCHANGED``: sync: a range reply (minus fetched newer days) equals the stored days' sum.
+- ``UNCHANGED``: sync: a range reply (minus fetched newer days) equals the stored days' sum;
+  its rows are the stored ones, so only the ledger needs a new line.
 
 Safety: the first derived day of a run and then one in ``verify_every`` is fetched directly
 before it is reported (reported as ``FETCHED``, with a :class:`Verified` event). A difference, a

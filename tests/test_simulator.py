@@ -37,6 +37,7 @@ from harvester.simulator import (
     SIMULATOR_KEY,
     TERMINAL,
     TRANSFER,
+    Shape,
     Simulator,
     SimulatorServer,
     SimulatorSettings,
@@ -687,6 +688,109 @@ def test_run_simulator_prints_where_it_serves(capsys: pytest.CaptureFixture[str]
             await task
 
     asyncio.run(main())
+
+
+# --- activity shapes and range arithmetic (request economy) --------------------------------------
+
+QUARTER = (dt.date(2024, 4, 1), dt.date(2024, 6, 30))
+P1, P2, P3 = "6175550101", "6175550103", "6175550108"
+
+
+def test_shapes_close_days_and_ranges_stay_sums(make_simulator: MakeSimulator) -> None:
+    start = dt.date(2024, 5, 15)
+    shapes = {P1: Shape.weekdays(), P2: Shape.never(), P3: Shape.starting(start)}
+    server = make_simulator(today=TODAY, shapes=shapes)
+    plain = Simulator(SimulatorSettings(today=TODAY))
+    first, last = QUARTER
+    assert call(server, data_path(P2, first, last)).json() == {"applications": {}}
+    assert call(server, data_path(P3, first, start - dt.timedelta(1))).json() == {
+        "applications": {}
+    }
+    for d in days(first, last):
+        for phone in (P1, P2, P3):
+            open_ = shapes[phone].is_open(0, phone, d)
+            assert server.truth_rows(phone, d, d) == (
+                plain.truth_rows(phone, d, d) if open_ else set()
+            )
+        assert not server.truth_rows(P1, d, d) or d.weekday() < 5
+    assert any(server.truth_rows(P3, d, d) for d in days(start, last))
+    for phone in (P1, P3, "ALL"):  # a range is the item-wise sum of its days, ALL of its phones
+        reply = call(server, data_path(phone, first, last)).json()["applications"]
+        assert reply == server.truth(phone, first, last)
+        assert item_sum([reply]) == item_sum([server.truth(phone, d, d) for d in days(first, last)])
+    by_phone = [server.truth(p, first, last) for p in server.settings.phones]
+    assert item_sum([server.truth("ALL", first, last)]) == item_sum(by_phone)
+
+
+def test_sparse_and_busy_shapes() -> None:
+    shapes = {P1: Shape.sparse(0.2), P2: Shape.busy()}
+    sim = Simulator(SimulatorSettings(today=TODAY, shapes=shapes))
+    again = Simulator(SimulatorSettings(today=TODAY, shapes=shapes))
+    year = list(days(dt.date(2023, 7, 1), dt.date(2024, 6, 30)))
+    sparse = [d for d in year if sim.truth_rows(P1, d, d)]
+    assert 0.12 * len(year) < len(sparse) < 0.28 * len(year)  # ~20%, seeded
+    assert sparse == [d for d in year if again.truth_rows(P1, d, d)]  # the same days every time
+    for d in year:  # busy: calls every day, Christmas and Sundays included, identities intact
+        assert check_identities(sim.truth(P2, d, d)) > 0
+
+
+def test_shapes_compose_with_late_data(make_simulator: MakeSimulator) -> None:
+    yesterday = TODAY - dt.timedelta(days=1)  # a Sunday: TODAY is Monday 2024-07-01
+    friday = TODAY - dt.timedelta(days=3)
+    shapes = {P1: Shape.weekdays(), P3: Shape.starting(friday)}
+    server = make_simulator(today=TODAY, settle_days=5, shapes=shapes)
+    late = Simulator(SimulatorSettings(today=TODAY, settle_days=5))
+    final = Simulator(SimulatorSettings(today=TODAY + dt.timedelta(days=30), shapes=shapes))
+    assert server.truth_rows(P1, yesterday, yesterday) == set()  # closed stays closed
+    for phone in (P1, P3):
+        assert call(server, data_path(phone, friday)).json()["applications"] == server.truth(
+            phone, friday, friday
+        )
+        assert server.truth_rows(phone, friday, friday) == late.truth_rows(phone, friday, friday)
+        assert server.simulator.calls(phone, friday, friday) < final.calls(phone, friday, friday)
+    assert server.truth_rows(P3, friday - dt.timedelta(1), friday - dt.timedelta(1)) == set()
+
+
+def test_non_additive_ranges_are_off_on_one_item(make_simulator: MakeSimulator) -> None:
+    server = make_simulator(today=TODAY, non_additive=1.0, shapes={P2: Shape.never()})
+    first, last = dt.date(2024, 6, 3), dt.date(2024, 6, 9)
+    reply = call(server, data_path(P1, first, last)).json()["applications"]
+    assert reply == server.truth(P1, first, last)  # ground truth is what the server says
+    summed = item_sum([server.truth(P1, d, d) for d in days(first, last)])
+    got = item_sum([reply])
+    off = {
+        k: [a - b for a, b in zip(got[k], summed[k], strict=True)]
+        for k in got
+        if got[k] != summed[k]
+    }
+    assert len(off) == 1 and got.keys() == summed.keys()
+    (delta,) = off.values()
+    assert delta[0] == delta[5] != 0 and abs(delta[0]) <= 3 and delta[1:5] == [0, 0, 0, 0]
+    plain = Simulator(SimulatorSettings(today=TODAY))
+    for d in days(first, last):  # single days are exact
+        assert call(server, data_path(P1, d)).json()["applications"] == plain.truth(P1, d, d)
+    assert call(server, data_path(P2, first, last)).json() == {"applications": {}}
+    server.settings.non_additive = 0.0  # live, like every knob: the cached body is not reused
+    assert call(server, data_path(P1, first, last)).json()["applications"] != reply
+
+
+def test_long_ranges_refused_with_max_range_days(make_simulator: MakeSimulator) -> None:
+    server = make_simulator(today=TODAY, max_range_days=31)
+    first = dt.date(2024, 5, 1)
+    assert call(server, data_path(P1, first, dt.date(2024, 5, 31))).status == 200
+    reply = call(server, data_path(P1, first, dt.date(2024, 6, 1)))
+    assert reply.status == 400 and reply.json() == {"error": "date range too long"}
+
+
+def test_economy_knobs_are_validated() -> None:
+    with pytest.raises(ValueError, match="not a phone"):
+        SimulatorSettings(shapes={"999": Shape.never()})
+    with pytest.raises(ValueError, match="share"):
+        SimulatorSettings(shapes={P1: Shape.sparse(1.5)})
+    with pytest.raises(ValueError, match="non_additive"):
+        SimulatorSettings(non_additive=2.0)
+    with pytest.raises(ValueError, match="max_range_days"):
+        SimulatorSettings(max_range_days=0)
 
 
 def test_settings_are_validated() -> None:

@@ -19,6 +19,8 @@ One concept per module:
 - :mod:`~harvester.simulator.sampling`: seeded RNGs and aggregate (multinomial) draws;
 - :mod:`~harvester.simulator.flows`: the call-flow graphs (:data:`APPLICATIONS`);
 - :mod:`~harvester.simulator.traffic`: the data model, each phone's counts per day;
+- :mod:`~harvester.simulator.shapes`: activity shapes (idle, weekdays, starting, sparse, busy);
+- :mod:`~harvester.simulator.nonadditive`: range replies that are not the sum of their days;
 - :mod:`~harvester.simulator.quota`: fixed windows and the quota accounting rules;
 - :mod:`~harvester.simulator.log`: the request log tests read;
 - :mod:`~harvester.simulator.wire`: JSON, headers and broken replies as the service sends them;
@@ -47,6 +49,7 @@ from harvester.simulator.settings import LIMIT as LIMIT
 from harvester.simulator.settings import TOOLS as TOOLS
 from harvester.simulator.settings import WINDOW_SECONDS as WINDOW_SECONDS
 from harvester.simulator.settings import SimulatorSettings
+from harvester.simulator.shapes import Shape
 from harvester.simulator.traffic import COUNT_FIELDS as COUNT_FIELDS
 from harvester.simulator.traffic import Counts as Counts
 from harvester.simulator.traffic import TruthRow
@@ -63,6 +66,7 @@ __all__ = [
     "LogEntry",
     "QuotaState",
     "RequestLog",
+    "Shape",
     "Simulator",
     "SimulatorServer",
     "SimulatorSettings",

@@ -29,9 +29,11 @@ from aiohttp import web
 
 from harvester.simulator.flows import APPLICATIONS
 from harvester.simulator.log import LogEntry, RequestLog
+from harvester.simulator.nonadditive import perturbed
 from harvester.simulator.quota import AccountQuota, QuotaState
 from harvester.simulator.sampling import seeded_rng
 from harvester.simulator.settings import TOOLS, SimulatorSettings
+from harvester.simulator.shapes import shaped_day_counts, shapes_key
 from harvester.simulator.traffic import (
     COUNT_FIELDS,
     Counts,
@@ -39,7 +41,6 @@ from harvester.simulator.traffic import (
     Key,
     TruthRow,
     add_counts,
-    day_counts,
 )
 from harvester.simulator.wire import (
     METHOD_NOT_ALLOWED,
@@ -134,7 +135,9 @@ class Simulator:
             return ()
         settle = self.settings.settle_days
         settled, parts = (age, settle) if age < settle else (1, 1)
-        return day_counts(self.settings.seed, phone, day.toordinal(), settled, parts)
+        return shaped_day_counts(
+            self.settings.shapes, self.settings.seed, phone, day, settled, parts
+        )
 
     def _sums(self, phones: Sequence[str], start: dt.date, end: dt.date) -> dict[Key, Counts]:
         """Item-wise sums over the days and phones of a request, as the server sees them now."""
@@ -148,7 +151,14 @@ class Simulator:
                         key = (app_index, item_index)
                         before = sums.get(key)
                         sums[key] = counts if before is None else add_counts(before, counts)
-        return sums
+        return self._range_reply(sums, tuple(phones), start, end)
+
+    def _range_reply(
+        self, sums: dict[Key, Counts], phones: tuple[str, ...], start: dt.date, end: dt.date
+    ) -> dict[Key, Counts]:
+        """What the server reports for the sums of a range: off from them if not additive."""
+        s = self.settings
+        return perturbed(sums, s.seed, phones, start, end, s.non_additive)
 
     def _applications(
         self, phones: Sequence[str], start: dt.date, end: dt.date
@@ -165,7 +175,7 @@ class Simulator:
     def _body(self, phones: tuple[str, ...], start: dt.date, end: dt.date) -> bytes:
         """The encoded 200 body, from a bounded LRU: harvests and retries ask for the same again."""
         s = self.settings
-        key = (s.seed, phones, start, end, self.today(), s.settle_days)
+        key = (s.seed, phones, start, end, self.today(), s.settle_days, *self._economy_key())
         body = self._bodies.get(key)
         if body is None:
             body = render_body(self._sums(phones, start, end))
@@ -175,6 +185,11 @@ class Simulator:
         else:
             self._bodies.move_to_end(key)
         return body
+
+    def _economy_key(self) -> tuple[object, ...]:
+        """The knobs of shapes.py and nonadditive.py a cached reply body depends on."""
+        s = self.settings
+        return (shapes_key(s.shapes), s.non_additive)
 
     # quota ----------------------------------------------------------------------------------------
 
@@ -313,12 +328,19 @@ class Simulator:
         first, last = parse_day(start, "start"), parse_day(end, "end")
         if first > last:
             raise BadRequest("start date is after end date")
+        self._check_range_length(first, last)
         if phone != "ALL" and not phone.isdigit():
             raise BadRequest("invalid phone number")
         try:
             return self._phones_of(phone), first, last
         except ValueError:
             raise BadRequest("phone number not found on this account") from None
+
+    def _check_range_length(self, first: dt.date, last: dt.date) -> None:
+        """A server that refuses long ranges (``max_range_days``): a 400, as the spec allows."""
+        longest = self.settings.max_range_days
+        if longest is not None and (last - first).days + 1 > longest:
+            raise BadRequest("date range too long")
 
     async def _handle_auth(self, request: web.Request) -> web.StreamResponse:
         ex = self._begin(request)

@@ -8,7 +8,9 @@ so they live together where one can check them against ``shared/spec/voicetrends
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from harvester.simulator.shapes import Shape, check_shapes
 
 LIMIT = 150  # requests per window, from the Diagnostic Flow page of the API document
 WINDOW_SECONDS = 900.0  # 15 minutes, same source; documented resets are multiples of 900
@@ -25,6 +27,10 @@ BASE_PATH = "/api"  # as in https://voicetrends.plumvoice.com/api
 class SimulatorSettings:
     """Every knob of the simulator. Read on every request, so tests may change any field live
     (``server.settings.today = ...``); only the constructor validates them.
+
+    Activity shapes (``shapes``: phone -> :class:`~harvester.simulator.shapes.Shape`) close
+    days of a number on top of the data model; ``non_additive`` and ``max_range_days`` break
+    the range arithmetic request economy relies on (see their modules).
 
     Late data: a day ``d`` with ``0 < (today - d).days < settle_days`` reports only
     ``age/settle_days`` of its calls (a subset of its final counts, identities intact), so
@@ -60,6 +66,10 @@ class SimulatorSettings:
     malformed_rate: float = 0.0  # ... answered 200 with a body that is not a valid reply
     truncate_rate: float = 0.0  # ... answered 200 with half the body Content-Length promises
     base_path: str = BASE_PATH
+    # request economy (issue 14): activity shapes and range arithmetic, see shapes/nonadditive
+    shapes: dict[str, Shape] = field(default_factory=dict)  # per phone; absent: today's
+    non_additive: float = 0.0  # share of multi-day range replies off from the sum of their days
+    max_range_days: int | None = None  # a longer range is a 400 "date range too long"
 
     def __post_init__(self) -> None:
         self.phones = tuple(self.phones)
@@ -72,3 +82,11 @@ class SimulatorSettings:
             raise ValueError("fault rates must be >= 0 and sum to at most 1")
         if self.settle_days < 0 or self.other_client_spend < 0 or self.latency < 0:
             raise ValueError("settle_days, other_client_spend and latency must be >= 0")
+        self._check_economy_knobs()
+
+    def _check_economy_knobs(self) -> None:
+        check_shapes(self.shapes, self.phones)
+        if not 0.0 <= self.non_additive <= 1.0:
+            raise ValueError("non_additive must be a share between 0 and 1")
+        if self.max_range_days is not None and self.max_range_days < 1:
+            raise ValueError("max_range_days must be at least 1")

@@ -123,21 +123,26 @@ def _walk(app: Application, calls: int, kept: int, rnd: Rand, keep_rnd: Rand) ->
 
 
 @functools.lru_cache(maxsize=_DAY_CACHE_SIZE)
-def day_counts(seed: int, phone: str, ordinal: int, settled: int, parts: int) -> DayCounts:
+def day_counts(
+    seed: int, phone: str, ordinal: int, settled: int, parts: int, *, always_open: bool = False
+) -> DayCounts:
     """One phone's data for one day with ``settled/parts`` of its calls processed.
 
     Pure and cached: the same arguments always give the same counts, in any process.
+    ``always_open`` (a busy number's shape): no holiday, outage or weekend closure, at least one
+    call; the draws are the same, so an open day's counts do not depend on it.
     """
     day = dt.date.fromordinal(ordinal)
-    if (day.month, day.day) in _HOLIDAYS:
+    if (day.month, day.day) in _HOLIDAYS and not always_open:
         return ()
     profile = _profile(seed, phone)
     rng = seeded_rng(seed, "day", phone, ordinal)
     rnd = rng.random
-    if rnd() < _OUTAGE_RATE or (profile.weekdays_only and day.weekday() >= 5):
+    outage = rnd() < _OUTAGE_RATE  # drawn even when always open, so later draws stay the same
+    if not always_open and (outage or (profile.weekdays_only and day.weekday() >= 5)):
         return ()
     mean = profile.volume * _WEEKDAY_FACTOR[day.weekday()]
-    calls = max(0, round(mean * (1.0 + _VOLUME_SPREAD * normal(rnd))))
+    calls = max(int(always_open), round(mean * (1.0 + _VOLUME_SPREAD * normal(rnd))))
     kept = calls * settled // parts
     keep_rnd = seeded_rng(seed, "late", phone, ordinal, settled, parts).random
     per_app = multinomial(rnd, calls, profile.shares)

@@ -36,11 +36,36 @@ RELATIVE_DATES = ("today", "yesterday")
 # Phone numbers as the API's path takes them: digits only (no +, spaces or dashes), or ALL.
 PHONE_PATTERN = re.compile(r"^[0-9]{3,15}$")
 ALL_PHONES = "ALL"
-# Keys whose values are secrets: an error about them names the key and the type, never the value.
-SECRET_KEYS = frozenset({"password", "account_password"})
-# What *_env keys must hold: a variable's name. Anything else is most likely the password itself,
-# pasted into the wrong key, and must not be echoed back in "variable ... is not set".
+# Keys whose values are secrets or may hold one (a password pasted into a *_env key is an easy
+# mistake): an error about them names the key and the type, never the value.
+SECRET_KEYS = frozenset({"password", "account_password", "password_env", "account_password_env"})
+# What *_env keys must hold: a variable's name (POSIX: letters, digits, underscore). Anything else
+# is most likely the password itself, pasted into the wrong key, and is never echoed back.
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A name that also looks like one by convention (capitals): only such a name is quoted in "is not
+# set"; "hunter2" fits ENV_NAME_PATTERN too, and may be the password in the wrong key.
+ENV_NAME_SHOWN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# A UTF-8 byte order mark, which some Windows editors put at the top of a file; TOML forbids it,
+# the harvester skips it.
+UTF8_BOM = "\ufeff"
+
+# Upper bounds of the numeric keys (README, config.example.toml). Each is far above any real use
+# and low enough that nothing downstream overflows: an `inf` timeout crashed aiohttp's timer, an
+# `inf` window the quota gate, a huge flush_jobs the store's file numbering.
+MAX_CONCURRENCY = 256  # requests in flight; at the API's 150 per 15 minutes, 4 already suffice
+MAX_TIMEOUT_SECONDS = 3_600.0  # one request; a reply slower than an hour is a hung connection
+MAX_ATTEMPTS = 100  # per job and run; the default is 6
+MAX_LIMIT = 10**9  # requests per window: the benchmarks' "lifted quota" (benchmarks/_common.py)
+MAX_WINDOW_SECONDS = 86_400.0  # the API's window is 900 s; a day keeps ETAs within the calendar
+MAX_LOOKBACK_DAYS = 366  # late data arrives within days; a year keeps lookbacks within the dates
+MAX_FLUSH_JOBS = 100_000  # jobs held in memory until a flush (default 500); a store file holds
+# fewer than 2**24 records (store.schema.MAX_RECORDS_PER_FILE)
+MAX_FLUSH_SECONDS = 3_600.0  # a crash loses at most this much fetched work
+# The dates the harvester handles, in the config and in every date flag. Python's calendar ends at
+# 0001-01-01 and 9999-12-31, and a week, a month, a lookback or "yesterday" stepping past either
+# crashed plan and sync; call-centre data is far inside these bounds.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2999, 12, 31)
 # tomllib (3.11) reports where a syntax error is only inside its message.
 _TOML_WHERE = re.compile(r"\(at line (\d+), column \d+\)")
 _TOML_SECTION = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
@@ -160,14 +185,19 @@ def parse_date(value: object, where: str) -> dt.date:
     """A ``YYYY-MM-DD`` string or TOML date, else a ConfigError naming ``where``."""
     if isinstance(value, dt.datetime):
         raise ConfigError(f"{where}: expected a date (YYYY-MM-DD), got a date-time")
-    if isinstance(value, dt.date):
-        return value
     if isinstance(value, str):
         try:
-            return dt.date.fromisoformat(value)
+            value = dt.date.fromisoformat(value)
         except ValueError:
             raise ConfigError(f"{where}: not a valid date (YYYY-MM-DD): {value!r}") from None
-    raise ConfigError(f"{where}: expected a date (YYYY-MM-DD), got {type(value).__name__}")
+    if not isinstance(value, dt.date):
+        raise ConfigError(f"{where}: expected a date (YYYY-MM-DD), got {type(value).__name__}")
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ConfigError(
+            f"{where}: {value} is outside the dates the harvester handles "
+            f"({EARLIEST_DATE} to {LATEST_DATE})"
+        )
+    return value
 
 
 def parse_end(value: object, where: str) -> dt.date | str:
@@ -231,7 +261,7 @@ class _Section:
         value = self.table[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            shown = f"a {type(value).__name__} (not shown)" if key in SECRET_KEYS else repr(value)
+            shown = f"{_type_name(value)} (not shown)" if key in SECRET_KEYS else repr(value)
             raise ConfigError(f"{self.where(key)}: expected {_kind_name(kinds)}, got {shown}")
         return value
 
@@ -239,17 +269,22 @@ class _Section:
         self.known.add(key)
         return self.table.get(key, default)
 
-    def positive(self, key: str, default: int, *, zero_ok: bool = False) -> int:
+    def positive(self, key: str, default: int, most: int, *, zero_ok: bool = False) -> int:
         value = self.get(key, int, default)
         if value < 0 or (value == 0 and not zero_ok):
             floor = "0 or more" if zero_ok else "at least 1"
-            raise ConfigError(f"{self.where(key)}: must be {floor}, got {value}")
+            raise ConfigError(f"{self.where(key)}: must be {floor}, got {_short(value)}")
+        if value > most:
+            raise ConfigError(f"{self.where(key)}: must be at most {most:,}, got {_short(value)}")
         return int(value)
 
-    def seconds(self, key: str, default: float) -> float:
+    def seconds(self, key: str, default: float, most: float) -> float:
         value = self.get(key, (int, float), default)
-        if not value > 0:
-            raise ConfigError(f"{self.where(key)}: must be a positive number of seconds")
+        if not 0 < value <= most:  # also false for nan
+            raise ConfigError(
+                f"{self.where(key)}: must be a number of seconds above 0 and at most {most:g}, "
+                f"got {_short(value)}"
+            )
         return float(value)
 
     def check_unknown(self) -> None:
@@ -260,9 +295,26 @@ class _Section:
                 raise ConfigError(f'{self.source}: [{self.name}] unknown key "{key}"{suggestion}')
 
 
+def _short(number: float) -> str:
+    """A number as given, or its magnitude when printing it would make the line unreadable."""
+    text = str(number)
+    return text if len(text) <= 24 else f"a number of {len(text)} digits"
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+    return " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def _type_name(value: object) -> str:
+    """What a TOML value is, in words: "an integer", "a list"."""
+    kind = type(value)
+    if kind in _KIND_NAMES and kind is not bool:
+        return _KIND_NAMES[kind]
+    name = {bool: "boolean", list: "list", dict: "table"}.get(kind, kind.__name__)
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 SECTIONS = ("api", "quota", "harvest", "store")
@@ -277,7 +329,7 @@ def load_config(
     """Read and validate ``path``. Raises ConfigError naming the key; never echoes a secret."""
     source = str(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8").removeprefix(UTF8_BOM)
     except FileNotFoundError:
         raise ConfigError(
             f"{source}: config file not found (use -c/--config or ${CONFIG_ENV})"
@@ -292,6 +344,9 @@ def load_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: {_toml_where(text, str(exc))}not valid TOML: {exc}") from None
+    except ValueError:
+        # tomllib lets int() refuse an integer of more than 4,300 digits with a bare ValueError
+        raise ConfigError(f"{source}: not valid TOML: a number too long to read") from None
     for name in data:
         if name not in SECTIONS:
             hint = difflib.get_close_matches(name, SECTIONS, n=1)
@@ -330,12 +385,21 @@ def _secret_from_env(section: _Section, key: str, env: Mapping[str, str]) -> Sec
         return None
     if not ENV_NAME_PATTERN.match(variable):
         raise ConfigError(
-            f"{section.where(key)}: must be the name of an environment variable (letters, digits, "
-            "_), not the password itself"
+            f"{section.where(key)}: must name an environment variable (letters, digits, "
+            "underscore), not hold the secret itself"
         )
+    # "hunter2" is a valid name too: quote only a conventional (capitals) one
+    shown = (
+        f"environment variable {variable}"
+        if ENV_NAME_SHOWN.match(variable)
+        else "the environment variable it names (name not shown: not in capitals, it may be "
+        "the secret itself)"
+    )
     value = env.get(variable)
+    if value is None:
+        raise ConfigError(f"{section.where(key)}: {shown} is not set")
     if not value:
-        raise ConfigError(f"{section.where(key)}: environment variable {variable} is not set")
+        raise ConfigError(f"{section.where(key)}: {shown} is set but empty")
     return Secret(value)
 
 
@@ -346,12 +410,7 @@ def _load_api(
     if "@" in re.split(r"[/?#]", base_url.split("://", 1)[-1], maxsplit=1)[0]:
         # user:password@host, or a scheme-less one urlsplit cannot see: never echo it back
         raise ConfigError(f"{s.where('base_url')}: must not contain credentials (user:pass@)")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"{s.where('base_url')}: must be an http(s) URL with a host, "
-            f"e.g. {DEFAULT_BASE_URL!r}, got {base_url!r}"
-        )
+    _check_base_url(base_url, s.where("base_url"))
     login = s.get("login", str, None)
     password = _secret_from_env(s, "password_env", env)
     inline = s.get("password", str, None)
@@ -378,15 +437,20 @@ def _load_api(
         raise ConfigError(f"{s.where('tool')}: must be one of {', '.join(TOOLS)}, got {tool!r}")
     if account_login is not None:
         if account_password is None:
-            raise ConfigError(f"{s.where('account_password_env')}: required with account_login")
+            raise ConfigError(
+                f"{s.where('account_password_env')}: required with account_login "
+                "(or account_password in the file)"
+            )
         if tool is None:
             raise ConfigError(f"{s.where('tool')}: required with account_login")
-    concurrency = s.positive("concurrency", ApiConfig.concurrency)
-    timeout = s.seconds("timeout_seconds", ApiConfig.timeout_seconds)
-    max_attempts = s.positive("max_attempts", ApiConfig.max_attempts)
+    concurrency = s.positive("concurrency", ApiConfig.concurrency, MAX_CONCURRENCY)
+    timeout = s.seconds("timeout_seconds", ApiConfig.timeout_seconds, MAX_TIMEOUT_SECONDS)
+    max_attempts = s.positive("max_attempts", ApiConfig.max_attempts, MAX_ATTEMPTS)
     s.check_unknown()
     if login is not None and password is None:
-        raise ConfigError(f"{s.where('password_env')}: required with login")
+        raise ConfigError(
+            f"{s.where('password_env')}: required with login (or password in the file)"
+        )
     return ApiConfig(
         base_url=base_url,
         login=login,
@@ -400,6 +464,25 @@ def _load_api(
     )
 
 
+def _check_base_url(base_url: str, where: str) -> None:
+    """An http(s) URL the HTTP client can send to; said here, before anything is sent (the
+    client itself would only fail at the first request, with a traceback)."""
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port  # parsed lazily: "Port out of range 0-65535", not an integer, ...
+    except ValueError as exc:  # also "Invalid IPv6 URL" for an unclosed [
+        raise ConfigError(f"{where}: not a valid URL ({exc}): {base_url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: must be an http(s) URL with a host, "
+            f"e.g. {DEFAULT_BASE_URL!r}, got {base_url!r}"
+        )
+    if port == 0:
+        raise ConfigError(f"{where}: port 0 is not a port one can connect to: {base_url!r}")
+    if any(c.isspace() or not c.isprintable() for c in base_url):
+        raise ConfigError(f"{where}: must not contain spaces or control characters")
+
+
 def _warn_if_readable_by_others(path: Path, warn: Callable[[str], None]) -> None:
     try:
         mode = path.stat().st_mode
@@ -410,9 +493,9 @@ def _warn_if_readable_by_others(path: Path, warn: Callable[[str], None]) -> None
 
 
 def _load_quota(s: _Section) -> QuotaConfig:
-    limit = s.positive("limit", QuotaConfig.limit)
-    window = s.seconds("window_seconds", QuotaConfig.window_seconds)
-    reserve = s.positive("reserve", QuotaConfig.reserve, zero_ok=True)
+    limit = s.positive("limit", QuotaConfig.limit, MAX_LIMIT)
+    window = s.seconds("window_seconds", QuotaConfig.window_seconds, MAX_WINDOW_SECONDS)
+    reserve = s.positive("reserve", QuotaConfig.reserve, MAX_LIMIT, zero_ok=True)
     s.check_unknown()
     if reserve >= limit:
         raise ConfigError(f"{s.where('reserve')}: must be less than limit ({limit})")
@@ -432,7 +515,9 @@ def _load_harvest(s: _Section) -> HarvestConfig:
         raise ConfigError(
             f"{s.where('window')}: must be day, week or month, got {window_raw!r}"
         ) from None
-    lookback = s.positive("lookback_days", HarvestConfig.lookback_days, zero_ok=True)
+    lookback = s.positive(
+        "lookback_days", HarvestConfig.lookback_days, MAX_LOOKBACK_DAYS, zero_ok=True
+    )
     timezone = s.get("timezone", str, None)
     if timezone is not None:
         try:
@@ -462,8 +547,8 @@ def _load_store(s: _Section, config_path: Path) -> StoreConfig:
     path = Path(raw_path).expanduser()
     if not path.is_absolute():
         path = config_path.parent / path
-    flush_jobs = s.positive("flush_jobs", StoreConfig.flush_jobs)
-    flush_seconds = s.seconds("flush_seconds", StoreConfig.flush_seconds)
+    flush_jobs = s.positive("flush_jobs", StoreConfig.flush_jobs, MAX_FLUSH_JOBS)
+    flush_seconds = s.seconds("flush_seconds", StoreConfig.flush_seconds, MAX_FLUSH_SECONDS)
     auto_compact = s.get("auto_compact", bool, StoreConfig.auto_compact)
     s.check_unknown()
     return StoreConfig(

@@ -24,6 +24,11 @@ class Grain(StrEnum):
     MONTH = "month"
 
 
+# The calendar's last day, and the last day on which a whole week can begin before it.
+MAX_DAY = dt.date.max
+_LAST_WEEK_FITS = MAX_DAY - dt.timedelta(days=6)
+
+
 def period_start(day: dt.date, grain: Grain) -> dt.date:
     """The first day of the calendar period of ``grain`` that contains ``day``."""
     if grain is Grain.DAY:
@@ -34,11 +39,14 @@ def period_start(day: dt.date, grain: Grain) -> dt.date:
 
 
 def period_end(start: dt.date, grain: Grain) -> dt.date:
-    """The last day of the period that begins on ``start``."""
+    """The last day of the period that begins on ``start`` (never past the calendar's end: the
+    last ISO week of 9999 ends on 9999-12-31, a Friday)."""
     if grain is Grain.DAY:
         return start
     if grain is Grain.WEEK:
-        return start + dt.timedelta(days=6)
+        return start + dt.timedelta(days=6) if start <= _LAST_WEEK_FITS else MAX_DAY
+    if start.month == 12:
+        return start.replace(day=31)
     next_month = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     return next_month - dt.timedelta(days=1)
 
@@ -84,6 +92,8 @@ def windows(
     while period <= end:
         last = period_end(period, grain)
         yield period, max(period, start), min(last, end)
+        if last >= end:  # done; and the step below would leave the calendar at its end
+            return
         period = last + dt.timedelta(days=1)
 
 
@@ -94,6 +104,8 @@ def windows_newest_first(
     period = period_start(end, grain)
     while period_end(period, grain) >= start and period <= end:
         yield period, max(period, start), min(period_end(period, grain), end)
+        if period <= start:  # done; and the step below would leave the calendar at its start
+            return
         period = period_start(period - dt.timedelta(days=1), grain)
 
 

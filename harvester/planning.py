@@ -34,7 +34,7 @@ def describe_plan(
     budget = q.limit - q.reserve
     cost = Cost.of(counts.to_fetch, budget, q.window_seconds)
     now = now or dt.datetime.now(dt.UTC).astimezone()
-    finish = now + dt.timedelta(seconds=cost.seconds)
+    finish = _finish_at(now, cost.seconds)
     span = plan.span
     alternatives = _alternatives(plan, budget, q.window_seconds)
     data: dict[str, Any] = {
@@ -56,7 +56,7 @@ def describe_plan(
         "window_seconds": q.window_seconds,
         "quota_windows": cost.windows,
         "seconds": cost.seconds,
-        "finish_at": finish.isoformat(timespec="seconds"),
+        "finish_at": finish.isoformat(timespec="seconds") if finish else None,
         "alternatives": alternatives,
     }
     if as_json:
@@ -68,7 +68,8 @@ def describe_plan(
         f"{counts.to_fetch} to fetch ({counts.refetch} re-fetch, {counts.retry} retry)",
         f"  requests: {cost.requests} at {budget} per {format_duration(q.window_seconds)} "
         f"(limit {q.limit}, reserve {q.reserve}): {cost.windows} quota window(s), "
-        f"{_how_long(cost)}, finishing about {finish.strftime('%Y-%m-%d %H:%M %Z')}",
+        f"{_how_long(cost)}, "
+        + (f"finishing about {finish.strftime('%Y-%m-%d %H:%M %Z')}" if finish else _NEVER),
     ]
     if alternatives:
         lines.append("  alternatives (requests for the whole range on an empty store):")
@@ -78,6 +79,18 @@ def describe_plan(
                 f"{_how_long(Cost.of(alt['requests'], budget, q.window_seconds))}"
             )
     return "\n".join(lines)
+
+
+# A plan at one request a day over centuries of dates for many phones outlasts the calendar.
+_NEVER = f"finishing after the year {dt.MAXYEAR}"
+
+
+def _finish_at(now: dt.datetime, seconds: float) -> dt.datetime | None:
+    """When a plan of ``seconds`` started ``now`` ends, or None past the calendar's end."""
+    try:
+        return now + dt.timedelta(seconds=seconds)
+    except OverflowError:
+        return None
 
 
 def _how_long(cost: Cost) -> str:

@@ -28,6 +28,8 @@ START, END = dt.date(2024, 3, 1), dt.date(2024, 3, 3)
 T = ("--today", TODAY)
 # A value that must never come back in an error message (it is a password put in the wrong place).
 LEAKY = "hunter2-Sekret-42"
+# One that is also a valid variable name (letters and digits), so only its case gives it away.
+LEAKY_NAME = "hunter2Sekret42"
 
 Edit = Callable[[str], str]
 Setup = Callable[[Path], None]
@@ -189,8 +191,15 @@ CASES = [
     Case(
         "type-inline-password-never-echoed",
         PULL,
-        ("[api] password", "expected a string, got a int (not shown)"),
+        ("[api] password", "expected a string, got an integer (not shown)"),
         add_line("api", "password = 4242424242"),
+        secret="4242424242",
+    ),
+    Case(
+        "type-password-env-never-echoed",
+        PULL,
+        ("[api] password_env", "expected a string, got an integer (not shown)"),
+        set_key("password_env", "4242424242"),
         secret="4242424242",
     ),
     Case(
@@ -266,7 +275,7 @@ CASES = [
         set_key("max_attempts", "0"),
     ),
     Case(
-        "timeout-zero", PULL, ("[api] timeout_seconds", "positive"), set_key("timeout_seconds", "0")
+        "timeout-zero", PULL, ("[api] timeout_seconds", "above 0"), set_key("timeout_seconds", "0")
     ),
     Case("flush-jobs-zero", PULL, ("[store] flush_jobs", "at least 1"), set_key("flush_jobs", "0")),
     Case(
@@ -282,6 +291,54 @@ CASES = [
         set_key("timezone", '"Mars/Olympus"'),
     ),
     Case("tool-unknown", PULL, ("[api] tool", "'excel'"), add_line("api", 'tool = "excel"')),
+    # -- values beyond the documented bounds (infinite, not a number, absurdly large) -------------
+    *[
+        Case(
+            f"{key}-{name}",
+            PULL,
+            (f"[{section}] {key}", f"at most {most}", shown),
+            set_key(key, value),
+        )
+        for section, key, most, name, value, shown in (
+            ("api", "timeout_seconds", "3600", "inf", "inf", "got inf"),
+            ("api", "timeout_seconds", "3600", "nan", "nan", "got nan"),
+            ("api", "timeout_seconds", "3600", "huge", "1e300", "got 1e+300"),
+            ("quota", "window_seconds", "86400", "inf", "inf", "got inf"),
+            ("quota", "window_seconds", "86400", "nan", "-nan", "got nan"),
+            ("quota", "window_seconds", "86400", "a-day-too-long", "86401", "got 86401"),
+            ("store", "flush_seconds", "3600", "inf", "inf", "got inf"),
+        )
+    ],
+    *[
+        Case(
+            f"{key}-huge",
+            PULL,
+            (f"[{section}] {key}", f"at most {most:,}", "got 9223372036854775807"),
+            set_key(key, "9223372036854775807")
+            if key != "reserve"
+            else add_line(section, f"{key} = 9223372036854775807"),
+        )
+        for section, key, most in (
+            ("api", "concurrency", 256),
+            ("api", "max_attempts", 100),
+            ("quota", "limit", 10**9),
+            ("quota", "reserve", 10**9),
+            ("harvest", "lookback_days", 366),
+            ("store", "flush_jobs", 100_000),
+        )
+    ],
+    Case(
+        "flush-jobs-beyond-the-store",
+        PULL,
+        ("[store] flush_jobs", "at most 100,000", "got 16777216"),
+        set_key("flush_jobs", "16777216"),
+    ),
+    Case(
+        "integer-too-long-to-read",
+        PULL,
+        ("config.toml", "not valid TOML", "too long"),
+        set_key("flush_jobs", "1" * 5000),
+    ),
     # -- the API's address and credentials ---------------------------------------------------------
     Case(
         "base-url-no-scheme",
@@ -310,6 +367,36 @@ CASES = [
         secret=LEAKY,
     ),
     Case(
+        "base-url-ipv6-unclosed",
+        PULL,
+        ("[api] base_url", "not a valid URL", "Invalid IPv6 URL"),
+        set_key("base_url", '"http://[::1/api"'),
+    ),
+    Case(
+        "base-url-port-too-big",
+        PULL,
+        ("[api] base_url", "not a valid URL", "Port out of range"),
+        lambda t: re.sub(r":\d+/api", ":70000/api", t),
+    ),
+    Case(
+        "base-url-port-not-a-number",
+        PULL,
+        ("[api] base_url", "not a valid URL", "'abc'"),
+        lambda t: re.sub(r":\d+/api", ":abc/api", t),
+    ),
+    Case(
+        "base-url-port-zero",
+        PULL,
+        ("[api] base_url", "port 0"),
+        lambda t: re.sub(r":\d+/api", ":0/api", t),
+    ),
+    Case(
+        "base-url-space-in-host",
+        PULL,
+        ("[api] base_url", "spaces"),
+        lambda t: t.replace('base_url = "http://', 'base_url = "http://exa mple.'),
+    ),
+    Case(
         "password-variable-unset",
         PULL,
         ("[api] password_env", PASSWORD_ENV, "not set"),
@@ -318,15 +405,47 @@ CASES = [
     Case(
         "password-variable-empty",
         PULL,
-        ("[api] password_env", PASSWORD_ENV, "not set"),
+        ("[api] password_env", f"variable {PASSWORD_ENV} is set but empty"),
         env={PASSWORD_ENV: ""},
     ),
     Case(
         "password-pasted-into-password-env",
         PULL,
-        ("[api] password_env", "name of an environment variable"),
+        ("[api] password_env", "must name an environment variable", "not hold the secret"),
         set_key("password_env", f'"{LEAKY}"'),
         secret=LEAKY,
+    ),
+    Case(
+        # letters and digits only: a valid variable name, but not a conventional one
+        "password-like-a-name-pasted-into-password-env",
+        PULL,
+        ("[api] password_env", "not set", "name not shown"),
+        set_key("password_env", f'"{LEAKY_NAME}"'),
+        secret=LEAKY_NAME,
+    ),
+    Case(
+        "password-pasted-into-account-password-env",
+        PULL,
+        ("[api] account_password_env", "must name an environment variable"),
+        chain(
+            drop_key("login"),
+            drop_key("password_env"),
+            add_line("api", 'tool = "dev"\naccount_login = "me@example.com"'),
+            add_line("api", f'account_password_env = "{LEAKY}"'),
+        ),
+        secret=LEAKY,
+    ),
+    Case(
+        "password-like-a-name-pasted-into-account-password-env",
+        PULL,
+        ("[api] account_password_env", "not set", "name not shown"),
+        chain(
+            drop_key("login"),
+            drop_key("password_env"),
+            add_line("api", 'tool = "dev"\naccount_login = "me@example.com"'),
+            add_line("api", f'account_password_env = "{LEAKY_NAME}"'),
+        ),
+        secret=LEAKY_NAME,
     ),
     Case(
         "password-and-password-env",
@@ -362,6 +481,13 @@ CASES = [
         PULL,
         ("config.toml", "not UTF-8"),
         lambda t: "# caf\udce9\n" + t,
+    ),
+    Case(
+        # a byte order mark (Windows editors) is skipped: the real error, not a parse error
+        "config-with-bom-names-the-key",
+        PULL,
+        ('[api] unknown key "concurency"',),
+        chain(rename_key("concurrency", "concurency"), lambda t: "\ufeff" + t),
     ),
     Case(
         "config-not-toml",
@@ -405,6 +531,52 @@ CASES = [
     ),
     Case("flag-end-in-future", (*PULL, "--end", "2024-03-16"), ("--end", "future")),
     Case("flag-sync-start", ("sync", *T, "--start", "March"), ("--start", "'March'")),
+    # -- dates at the ends of the calendar (week, month, lookback and "yesterday" stepped past) ----
+    *[
+        Case(
+            f"flag-today-{today}-{window}-{command}",
+            (command, "--today", today),
+            ("--today", today, "outside the dates", "1900-01-01 to 2999-12-31"),
+            set_key("window", f'"{window}"'),
+        )
+        for today, window, command in (
+            ("9999-12-31", "week", "plan"),
+            ("9999-12-31", "month", "plan"),
+            ("9999-12-31", "day", "pull"),
+            ("0001-01-01", "day", "sync"),
+            ("0001-01-01", "week", "plan"),
+        )
+    ],
+    Case(
+        "flag-plan-sync-today-max",
+        ("plan", "--sync", "--today", "9999-12-31"),
+        ("--today", "outside the dates"),
+    ),
+    Case("flag-start-min", (*PULL, "--start", "0001-01-01"), ("--start", "0001-01-01", "outside")),
+    Case("flag-end-max", (*PULL, "--end", "9999-12-31"), ("--end", "9999-12-31", "outside")),
+    Case(
+        "flag-sync-start-min",
+        ("sync", *T, "--start", "0001-01-01"),
+        ("--start", "0001-01-01", "outside"),
+    ),
+    Case(
+        "config-start-min",
+        PULL,
+        ("[harvest] start", "0001-01-01", "outside"),
+        set_key("start", "0001-01-01"),
+    ),
+    Case(
+        "config-end-max",
+        PULL,
+        ("[harvest] end", "9999-12-31", "outside"),
+        set_key("end", "9999-12-31"),
+    ),
+    Case(
+        "config-end-max-string",
+        PULL,
+        ("[harvest] end", "9999-12-31", "outside"),
+        set_key("end", '"9999-12-31"'),
+    ),
     Case("flag-unknown", (*PULL, "--frobnicate"), ("--frobnicate",)),
     Case("flag-conflict", (*PULL, "--retry-failed", "--refetch"), ("--retry-failed", "--refetch")),
     Case("flag-extra-argument", (*PULL, "2024"), ("unexpected extra argument",)),
@@ -454,6 +626,18 @@ CASES = [
         "export-onto-a-folder",
         ("export-duckdb", "{tmp}"),
         ("FILE", "is a directory"),
+        setup=make_store(),
+    ),
+    Case(
+        "query-from-min",
+        ("query", "--from", "0001-01-01", "diagnostic_flow"),
+        ("--from", "outside"),
+        setup=make_store(),
+    ),
+    Case(
+        "report-to-max",
+        ("report", "--to", "9999-12-31"),
+        ("--to", "outside"),
         setup=make_store(),
     ),
     Case(

@@ -125,7 +125,7 @@ def test_account_credentials(tmp_path: Path) -> None:
         (
             "timeout_seconds = 120",
             "timeout_seconds = 0",
-            "[api] timeout_seconds: must be a positive",
+            "[api] timeout_seconds: must be a number of seconds above 0",
         ),
         ("[store]", "[store]\nflush_jobs = true", "[store] flush_jobs: expected an integer"),
     ],
@@ -152,3 +152,103 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
         load_config(tmp_path)  # a directory
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[api\nx=1"))
+
+
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    """Windows editors put one at the top; tomllib alone calls it "Invalid statement"."""
+    plain = load_config(write(tmp_path, CONTRACT_EXAMPLE), env=ENV)
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + CONTRACT_EXAMPLE.encode())
+    assert load_config(path, env=ENV) == plain
+
+
+def test_an_empty_password_variable_is_called_empty_not_unset(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, CONTRACT_EXAMPLE), env={"VOICETRENDS_PASSWORD": ""})
+    assert str(err.value).endswith(
+        "password_env: environment variable VOICETRENDS_PASSWORD is set but empty"
+    )
+
+
+@pytest.mark.parametrize("pasted", ["hunter2", "Sekret42", "hunter2-Sekret!", "pass word"])
+@pytest.mark.parametrize("key", ["password_env", "account_password_env"])
+def test_a_password_pasted_into_an_env_key_is_never_echoed(
+    tmp_path: Path, pasted: str, key: str
+) -> None:
+    text = CONTRACT_EXAMPLE
+    if key == "account_password_env":
+        text = text.replace(
+            'login = "0123456789abcdef0123456789abcdef"\npassword_env = "VOICETRENDS_PASSWORD"',
+            'tool = "dev"\naccount_login = "me@example.com"',
+        )
+    text = text.replace("[api]\n", f'[api]\n{key} = "{pasted}"\n', 1)
+    if key == "password_env":
+        text = text.replace('password_env = "VOICETRENDS_PASSWORD"\n', "")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env=ENV)
+    message = str(err.value)
+    assert f"[api] {key}:" in message and pasted not in message
+    assert "not set" in message or "must name an environment variable" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "most"),
+    [
+        ("concurrency", 256),
+        ("max_attempts", 100),
+        ("limit", 10**9),
+        ("lookback_days", 366),
+        ("flush_jobs", 100_000),
+        ("timeout_seconds", 3600),
+        ("window_seconds", 86_400),
+        ("flush_seconds", 3600),
+    ],
+)
+def test_numeric_keys_have_documented_upper_bounds(tmp_path: Path, key: str, most: int) -> None:
+    """The bound itself is accepted, one above it is not; each bound is in the example config."""
+    section = {
+        "concurrency": "api",
+        "max_attempts": "api",
+        "timeout_seconds": "api",
+        "limit": "quota",
+        "window_seconds": "quota",
+        "lookback_days": "harvest",
+        "flush_jobs": "store",
+        "flush_seconds": "store",
+    }[key]
+
+    def with_value(value: object) -> Path:
+        lines = [line for line in CONTRACT_EXAMPLE.splitlines() if not line.startswith(key)]
+        text = "\n".join(lines).replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n")
+        return write(tmp_path, text)
+
+    config = load_config(with_value(most), env=ENV)
+    found = {getattr(part, key, None) for part in (config.api, config.quota, config.harvest)}
+    assert most in found | {getattr(config.store, key, None)}
+    seconds = key.endswith("_seconds")
+    for bad in (most + 1, 2**63 - 1, *(("inf", "nan", "-inf") if seconds else ())):
+        with pytest.raises(ConfigError, match=rf"\[{section}\] {key}: must be .*at most"):
+            load_config(with_value(bad), env=ENV)
+    if not seconds:  # inf is no integer: said as such
+        with pytest.raises(ConfigError, match=rf"\[{section}\] {key}: expected an integer"):
+            load_config(with_value("inf"), env=ENV)
+    repo = Path(__file__).resolve().parent.parent
+    example = (repo / "config.example.toml").read_text()
+    assert f"at most {most}" in example or f"at most {most:_}" in example
+
+
+@pytest.mark.parametrize(
+    ("key", "good", "bad"),
+    [("start", "1900-01-01", "1899-12-31"), ("end", "2999-12-31", "3000-01-01")],
+)
+def test_dates_stay_inside_the_documented_range(
+    tmp_path: Path, key: str, good: str, bad: str
+) -> None:
+    def with_date(value: str) -> Path:
+        text = CONTRACT_EXAMPLE.replace("start = 2024-01-01", "start = 1900-01-01")
+        old = "start = 1900-01-01" if key == "start" else 'end = "yesterday"'
+        return write(tmp_path, text.replace(old, f"{key} = {value}"))
+
+    assert load_config(with_date(good), env=ENV)
+    with pytest.raises(ConfigError, match=rf"\[harvest\] {key}: {bad} is outside the dates"):
+        load_config(with_date(bad), env=ENV)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import pytest
 
@@ -199,3 +201,42 @@ def test_cost_counts_whole_windows() -> None:
     assert Cost.of(150, 150, 900) == Cost(150, 1, 0.0)
     assert Cost.of(18250, 150, 900).windows == 122
     assert Cost.of(18250, 150, 900).seconds == 121 * 900
+
+
+# -- the ends of the calendar ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grain", list(Grain))
+def test_windows_reach_the_ends_of_the_calendar_without_overflowing(grain: Grain) -> None:
+    """The config keeps dates far inside the calendar; the library itself must not crash at its
+    ends either (the last ISO week of 9999 is cut at 9999-12-31, a Friday)."""
+    last_days = list(windows(D(9999, 12, 1), dt.date.max, grain))
+    assert last_days[-1][2] == dt.date.max
+    assert list(windows_newest_first(D(9999, 12, 1), dt.date.max, grain)) == last_days[::-1]
+    first_days = list(windows(dt.date.min, D(1, 2, 3), grain))
+    assert first_days[0][1] == dt.date.min
+    assert list(windows_newest_first(dt.date.min, D(1, 2, 3), grain)) == first_days[::-1]
+    days = sum((end - start).days + 1 for _, start, end in last_days)
+    assert days == 31
+
+
+def test_a_plan_that_outlasts_the_calendar_says_so(tmp_path: Path) -> None:
+    """At one request a day, a plan finishing after 9999-12-31 has no finish date to print
+    (it was an OverflowError)."""
+    from harvester.config import Config, QuotaConfig, StoreConfig
+    from harvester.planning import describe_plan
+
+    config = Config(
+        quota=QuotaConfig(limit=1, window_seconds=86_400),
+        store=StoreConfig(path=tmp_path / "store"),
+    )
+    plan = pull_plan(("ALL",), D(2024, 1, 1), D(2024, 3, 31), Grain.DAY)
+    late = dt.datetime(9999, 12, 1, tzinfo=dt.UTC)
+    text = describe_plan(config, lambda _index: plan, D(2024, 4, 1), as_json=False, now=late)
+    assert "finishing after the year 9999" in text
+    data = json.loads(
+        describe_plan(config, lambda _index: plan, D(2024, 4, 1), as_json=True, now=late)
+    )
+    assert data["finish_at"] is None and data["requests"] == 91
+    soon = describe_plan(config, lambda _index: plan, D(2024, 4, 1), as_json=True)
+    assert json.loads(soon)["finish_at"] is not None

@@ -7,8 +7,10 @@ builder: ``plan`` must describe exactly the jobs a ``pull`` or ``sync`` would ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -22,8 +24,16 @@ from harvester.errors import ConfigError, UsageError
 from harvester.logs import redact
 
 if TYPE_CHECKING:
-    from harvester.plan import JobIndex, Plan
+    from harvester.gate import GateSnapshot, QuotaGate
+    from harvester.jobs import Job
+    from harvester.plan import JobIndex, Plan, PlanCount
+    from harvester.progress import ProgressSink
     from harvester.scheduler import RunSummary
+
+# The signals that stop a run cleanly (requests on the wire finish, everything fetched is flushed,
+# exit 130): Ctrl-C, a service manager's stop, and SIGHUP, which a closed terminal or a dropped
+# ssh session sends and which would otherwise kill the run with its last batch unflushed.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,22 +163,62 @@ def _run(
             f"{args.config.source or 'config'}: [api] login: {command_name} needs credentials: "
             "set login and password_env, or tool, account_login and account_password_env"
         )
-    progress = make_progress(
-        args.config.quota.window_seconds,
-        interactive=sys.stderr.isatty() and not as_json,
-        quiet=obj.quiet,
+    progress = _TerminalMayHangUp(
+        make_progress(
+            args.config.quota.window_seconds,
+            interactive=sys.stderr.isatty() and not as_json,
+            quiet=obj.quiet,
+        )
     )
 
     async def main() -> RunSummary:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
         return await harvest(args.config, build, progress=progress, stop=stop)
 
     summary = asyncio.run(main())
-    _report(summary, as_json)
+    try:
+        _report(summary, as_json)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        # the terminal hung up (EIO) or the reader went away: the work is stored and the exit
+        # code still tells; /dev/null takes what is buffered, or Python's own flush at exit
+        # would fail and turn the exit code into 120
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
     sys.exit(summary.exit_code)
+
+
+class _TerminalMayHangUp:
+    """A progress display that outlives its terminal.
+
+    After a hang-up (SIGHUP: a closed terminal, a dropped ssh session) every write to the
+    terminal fails with EIO; the progress bar's must not turn the clean stop that follows (flush
+    everything fetched, exit 130) into a crash, so its errors are dropped.
+    """
+
+    def __init__(self, inner: ProgressSink) -> None:
+        self._inner = inner
+
+    def started(self, command: str, counts: PlanCount, gate: QuotaGate) -> None:
+        with contextlib.suppress(OSError):
+            self._inner.started(command, counts, gate)
+
+    def job_finished(self, job: Job, state: str, rows: int) -> None:
+        with contextlib.suppress(OSError):
+            self._inner.job_finished(job, state, rows)
+
+    def tick(self, summary: RunSummary, gate: GateSnapshot) -> None:
+        with contextlib.suppress(OSError):
+            self._inner.tick(summary, gate)
+
+    def finished(self, summary: RunSummary) -> None:
+        with contextlib.suppress(OSError):
+            self._inner.finished(summary)
 
 
 def _report(summary: RunSummary, as_json: bool) -> None:

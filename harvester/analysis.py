@@ -245,7 +245,7 @@ def copy_parquet(
         try:
             _sql_error_as_usage(lambda: con.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)"))
         except duckdb.IOException as exc:
-            raise write_failed(out, first_line(exc)) from None
+            raise write_failed(out, _first_line(exc)) from None
 
 
 def _sql_error_as_usage(run: Callable[[], T]) -> T:
@@ -255,15 +255,15 @@ def _sql_error_as_usage(run: Callable[[], T]) -> T:
         raise
     except duckdb.PermissionException as exc:
         raise UsageError(
-            f"query: {first_line(exc)} (query reads only files under the store; pass "
+            f"query: {_first_line(exc)} (query reads only files under the store; pass "
             f"{UNSAFE_FLAG} for full file access)"
         ) from None
     except duckdb.Error as exc:
-        raise UsageError(f"query: {first_line(exc)}") from None
+        raise UsageError(f"query: {_first_line(exc)}") from None
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (DuckDB's run on with context lines)."""
+def _first_line(exc: BaseException) -> str:
+    # DuckDB's messages run on with context lines; an error here is one line.
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
@@ -304,4 +304,4 @@ def export_duckdb(root: Path, file: Path, *, flag: str = "file", store_flag: str
             finally:
                 con.close()
         except (duckdb.IOException, duckdb.TransactionException) as exc:  # disk full, I/O
-            raise write_failed(target, first_line(exc)) from None
+            raise write_failed(target, _first_line(exc)) from None

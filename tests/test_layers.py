@@ -211,7 +211,7 @@ def forbidden_edges(
 
 def check(found: set[object], known: set[object], what: str) -> None:
     new, gone = found - known, known - found
-    assert not new, f"{what}: {sorted(map(str, new))} (fix the import, see docs/design.md)"
+    assert not new, f"{what}: {sorted(map(str, new))} (see 'The layers' in docs/design.md)"
     assert not gone, f"{what}: {sorted(map(str, gone))} no longer found: delete it from the list"
 
 
@@ -274,8 +274,8 @@ def test_no_module_over_the_line_limit() -> None:
 def _modules(sources: dict[str, str]) -> dict[str, Module]:
     known = set(sources)
     return {
-        name: Module(name, Path(name), frozenset(imported_names(ast.parse(src), name, False, known)))
-        for name, src in sources.items()
+        name: Module(name, Path(name), frozenset(imported_names(ast.parse(s), name, False, known)))
+        for name, s in sources.items()
     }
 
 

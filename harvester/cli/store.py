@@ -1,9 +1,11 @@
 """The commands over a store already harvested: ``status``, ``query``, ``compact``,
 ``export-duckdb`` and ``report``.
 
-Each takes ``--store DIR`` (or the config's ``store.path``), checks its flags, and hands the
-folder to one library function; none of them talks to the API. They share no more than that,
-and live apart from the run commands so that reading the store never depends on how it is filled.
+Each takes ``--store DIR`` (or the config's ``store.path``), checks its flags, hands the
+folder to the library and prints what it returns (``status`` and ``query`` through
+:mod:`~harvester.cli.render_status` and :mod:`~harvester.cli.render_query`); none of them talks
+to the API. They share no more than that, and live apart from the run commands so that reading
+the store never depends on how it is filled.
 """
 
 from __future__ import annotations

@@ -313,7 +313,7 @@ def test_the_checker_follows_indirect_imports() -> None:
 
 @pytest.mark.parametrize(
     ("found", "known", "message"),
-    [({"new"}, set(), "fix the import"), (set(), {"stale"}, "delete it from the list")],
+    [({"new"}, set(), "The layers"), (set(), {"stale"}, "delete it from the list")],
 )
 def test_a_new_offender_or_a_stale_entry_fails(
     found: set[object], known: set[object], message: str

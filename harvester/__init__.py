@@ -32,7 +32,7 @@ _EXPORTS = {
     "RunSummary": "harvester.scheduler",
     "QuotaGate": "harvester.gate",
     "Store": "harvester.store",
-    "connect": "harvester.views",
+    "connect": "harvester.analysis",
     "HarvesterError": "harvester.errors",
 }
 
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from harvester.analysis import connect
     from harvester.config import Config, load_config
     from harvester.errors import HarvesterError
     from harvester.gate import QuotaGate
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
     from harvester.plan import Plan, pull_plan, sync_plan
     from harvester.scheduler import RunSummary, harvest
     from harvester.store import Store
-    from harvester.views import connect
 
 
 def __getattr__(name: str) -> Any:

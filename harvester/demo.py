@@ -2,7 +2,8 @@
 
 It serves the simulator in-process on a loopback port with a short quota window (so the quota
 gate visibly paces the pull), pulls three weeks for the simulator's numbers and ``ALL`` into a
-fresh store, prints a few bundled views, and shows the commands to explore further.
+fresh store, and runs a few bundled views over it. This module does the work and returns data;
+:mod:`harvester.cli.sandbox` prints it and the commands to explore further.
 
 The demo replaces its store on every run, so it marks each store it makes (``DEMO_MARKER``) and
 replaces nothing else: a folder holding anything without the mark (a copy of a real store, a
@@ -11,20 +12,18 @@ user's files) is refused, and so is a demo store another harvester holds the loc
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import shutil
-import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
-from rich.console import Console
 
 from harvester.config import ApiConfig, Config, HarvestConfig, QuotaConfig, Secret, StoreConfig
 from harvester.errors import StoreError, StoreLockedError
 from harvester.jobs import Grain
 from harvester.plan import JobIndex, Plan, pull_plan
-from harvester.progress import make_progress
+from harvester.progress import ProgressSink
 from harvester.scheduler import RunSummary, harvest
 
 # Small enough to finish in seconds, long enough that the gate has to wait for two resets.
@@ -58,47 +57,25 @@ FALLBACK_QUERY = (
 )
 
 
-def run_demo(store: Path, *, quiet: bool = False) -> int:
-    """Run the demo into ``store`` (replaced); returns the process exit code."""
-    _replace_store(store)
-    console = Console(soft_wrap=True)  # tables are as wide as they are; the terminal wraps
-    summary = asyncio.run(_pull(store, quiet=quiet))
-    console.print(
-        f"\n[bold]pulled[/] {summary.done} jobs, {summary.rows} rows, "
-        f"{summary.requests} requests, {summary.rate_limited} rate-limited, "
-        f"in {summary.elapsed_seconds:.1f}s into {store}/"
-    )
-    _show_views(store, console)
-    console.print("\n[bold]Explore further:[/]")
-    for line in (
-        f"harvester status --store {store}",
-        f"harvester query --store {store} hotspots",
-        f'harvester query --store {store} "SELECT * FROM calls_all ORDER BY day LIMIT 10"',
-        f"harvester report --store {store} --out demo-report.html",
-        f"harvester export-duckdb --store {store} demo.duckdb",
-    ):
-        console.print(f"  {line}", markup=False, highlight=False)
-    return summary.exit_code
-
-
-def _replace_store(store: Path) -> None:
+def replace_store(store: Path, *, flag: str = "store") -> None:
     """Empty ``store`` for a new demo pull and mark it; only a folder that is new, empty or a
-    store the demo made, and only while no other harvester holds its lock."""
+    store the demo made, and only while no other harvester holds its lock. Errors name
+    ``store`` as ``flag`` (the CLI passes ``--store``)."""
     from harvester.store import Store
     from harvester.store.lock import hold_lock
     from harvester.store.schema import LOCK_FILE
 
     if store.exists() and not store.is_dir():
-        raise StoreError(f"--store: {store} is a file")
+        raise StoreError(f"{flag}: {store} is a file")
     if store.is_dir() and any(store.iterdir()) and not (store / DEMO_MARKER).is_file():
         raise StoreError(
-            f"--store: {store} holds data the demo did not create; not replacing it "
+            f"{flag}: {store} holds data the demo did not create; not replacing it "
             "(name a new or empty folder, or delete this one yourself)"
         )
     try:
         store.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"--store: cannot create {store}: {exc.strerror}") from None
+        raise StoreError(f"{flag}: cannot create {store}: {exc.strerror}") from None
     try:
         with hold_lock(store / LOCK_FILE, "demo"):
             for entry in store.iterdir():
@@ -111,10 +88,11 @@ def _replace_store(store: Path) -> None:
             Store(store).ensure_writable(Grain.DAY)
             (store / DEMO_MARKER).write_text(_MARKER_TEXT)
     except StoreLockedError as exc:
-        raise StoreLockedError(f"--store: {store} is in use, not replacing it: {exc}") from None
+        raise StoreLockedError(f"{flag}: {store} is in use, not replacing it: {exc}") from None
 
 
-async def _pull(store: Path, *, quiet: bool) -> RunSummary:
+async def pull(store: Path, progress: ProgressSink | None = None) -> RunSummary:
+    """Serve the simulator on a free loopback port and pull the demo's days into ``store``."""
     from harvester.simulator import SimulatorSettings, build_app
 
     settings = SimulatorSettings(
@@ -147,28 +125,33 @@ async def _pull(store: Path, *, quiet: bool) -> RunSummary:
         def plan(_index: JobIndex) -> Plan:
             return pull_plan(phones, start, end, Grain.DAY)
 
-        progress = make_progress(DEMO_WINDOW_SECONDS, interactive=sys.stderr.isatty(), quiet=quiet)
         return await harvest(config, plan, progress=progress)
     finally:
         await runner.cleanup()
 
 
-def _show_views(store: Path, console: Console) -> None:
-    from harvester.views import QueryOptions, run_query
+Shown = tuple[str, list[str], list[tuple[Any, ...]]]
 
-    shown = False
+
+def showcase(store: Path) -> list[Shown]:
+    """``(title, columns, rows)`` of each ``SHOWCASE`` query over ``store``; a view not bundled
+    yet is skipped, and if none ran, the ``FALLBACK_QUERY`` (rows per phone) is shown instead."""
+    shown = []
     for title, sql in SHOWCASE:
         try:
-            text = run_query(store, sql, QueryOptions(fmt="table"))
+            columns, rows = _rows(store, sql)
         except Exception:  # a view not bundled yet: the fallback below still shows data
             continue
-        console.print(f"\n[bold]{title}[/]")
-        console.print(text, markup=False, highlight=False)
-        shown = True
+        shown.append((title, columns, rows))
     if not shown:
-        console.print("\n[bold]Rows per phone[/]")
-        console.print(
-            run_query(store, FALLBACK_QUERY, QueryOptions(fmt="table")),
-            markup=False,
-            highlight=False,
-        )
+        shown.append(("Rows per phone", *_rows(store, FALLBACK_QUERY)))
+    return shown
+
+
+def _rows(store: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    from harvester.analysis import connect, prepare_sql, run_query
+
+    checked = prepare_sql(store, sql)
+    with connect(store) as con:
+        result = run_query(con, store, checked)
+        return result.columns, [row for batch in result.batches for row in batch]

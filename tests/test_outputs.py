@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from harvester import views
+from harvester import analysis
+from harvester.analysis import bundled_views, connect
+from harvester.cli.render_query import QueryOptions, query_output, render
 from harvester.demo import DEMO_MARKER
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store.lock import hold_lock
 from harvester.store.schema import LOCK_FILE
-from harvester.views import QueryOptions, bundled_views, connect, render, run_query
 from tests.support import cli_env, run_cli, write_config
 
 TODAY = dt.date(2024, 3, 20)
@@ -295,7 +296,7 @@ def test_unsafe_sql_lifts_the_restriction(store: Path, tmp_path: Path) -> None:
 
 def test_every_bundled_view_works_with_the_restriction_on(store: Path, tmp_path: Path) -> None:
     for name, _ in bundled_views():
-        run_query(store, f"SELECT count(*) FROM {name}", QueryOptions(fmt="csv"))
+        query_output(store, f"SELECT count(*) FROM {name}", QueryOptions(fmt="csv"))
     through_cli = run_cli(["query", "--store", str(store), "--format", "csv", "hotspots"])
     assert through_cli.returncode == 0, through_cli.stderr
     out = tmp_path / "calls.parquet"
@@ -313,7 +314,7 @@ def test_every_bundled_view_works_with_the_restriction_on(store: Path, tmp_path:
 def test_streamed_output_equals_the_materialised_one(
     store: Path, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views, "STREAM_ROWS", 7)  # many batches, a partial last one
+    monkeypatch.setattr(analysis, "STREAM_ROWS", 7)  # many batches, a partial last one
     sql = "SELECT * FROM diagnostic_flow ORDER BY ALL"
     con = connect(store)
     try:
@@ -325,12 +326,12 @@ def test_streamed_output_equals_the_materialised_one(
     assert len(rows) > 7 * 3 and len(rows) % 7
     expected = render(columns, rows, fmt, None)
     chunks: list[str] = []
-    assert run_query(store, sql, QueryOptions(fmt=fmt), echo=chunks.append) == ""
+    assert query_output(store, sql, QueryOptions(fmt=fmt), echo=chunks.append) == ""
     assert len(chunks) > 3 and "".join(chunks) == expected
     from harvester.outputs import check_output
 
     out = check_output(tmp_path / f"q.{fmt}", "--out", store=store, streams_ok=True)
-    message = run_query(store, sql, QueryOptions(fmt=fmt, out=out))
+    message = query_output(store, sql, QueryOptions(fmt=fmt, out=out))
     assert message == f"wrote {len(rows)} rows to {out.path}"
     assert out.path.read_text() == expected
     stdout = run_cli(["query", "--store", str(store), "--format", fmt, sql])

@@ -82,6 +82,38 @@ def demo_cmd(obj: CliState, store: Path) -> None:
     Example:
       harvester demo && harvester query --store demo-data hotspots
     """
-    from harvester.demo import run_demo
-
     sys.exit(run_demo(store, quiet=obj.quiet))
+
+
+def run_demo(store: Path, *, quiet: bool = False) -> int:
+    """Run the demo into ``store`` (replaced), print what it pulled and shows; the exit code."""
+    import asyncio
+
+    from rich.console import Console
+
+    from harvester import demo
+    from harvester.cli.render_query import render
+    from harvester.progress import make_progress
+
+    demo.replace_store(store, flag="--store")
+    console = Console(soft_wrap=True)  # tables are as wide as they are; the terminal wraps
+    progress = make_progress(demo.DEMO_WINDOW_SECONDS, interactive=sys.stderr.isatty(), quiet=quiet)
+    summary = asyncio.run(demo.pull(store, progress))
+    console.print(
+        f"\n[bold]pulled[/] {summary.done} jobs, {summary.rows} rows, "
+        f"{summary.requests} requests, {summary.rate_limited} rate-limited, "
+        f"in {summary.elapsed_seconds:.1f}s into {store}/"
+    )
+    for title, columns, rows in demo.showcase(store):
+        console.print(f"\n[bold]{title}[/]")
+        console.print(render(columns, rows, "table", None), markup=False, highlight=False)
+    console.print("\n[bold]Explore further:[/]")
+    for line in (
+        f"harvester status --store {store}",
+        f"harvester query --store {store} hotspots",
+        f'harvester query --store {store} "SELECT * FROM calls_all ORDER BY day LIMIT 10"',
+        f"harvester report --store {store} --out demo-report.html",
+        f"harvester export-duckdb --store {store} demo.duckdb",
+    ):
+        console.print(f"  {line}", markup=False, highlight=False)
+    return summary.exit_code

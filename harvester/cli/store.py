@@ -1,9 +1,11 @@
 """The commands over a store already harvested: ``status``, ``query``, ``compact``,
 ``export-duckdb`` and ``report``.
 
-Each takes ``--store DIR`` (or the config's ``store.path``), checks its flags, and hands the
-folder to one library function; none of them talks to the API. They share no more than that,
-and live apart from the run commands so that reading the store never depends on how it is filled.
+Each takes ``--store DIR`` (or the config's ``store.path``), checks its flags, hands the
+folder to the library and prints what it returns (``status`` and ``query`` through
+:mod:`~harvester.cli.render_status` and :mod:`~harvester.cli.render_query`); none of them talks
+to the API. They share no more than that, and live apart from the run commands so that reading
+the store never depends on how it is filled.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def status_cmd(obj: CliState, store: Path | None, gaps: bool, as_json: bool) -> 
       harvester status
       harvester status --store ./voicetrends-data --gaps
     """
-    from harvester.status_view import render_status
+    from harvester.cli.render_status import render_status
 
     click.echo(render_status(obj.store_path(store), gaps=gaps, as_json=as_json))
 
@@ -83,8 +85,8 @@ def query_cmd(
       harvester query --format csv "SELECT phone, sum(visits) FROM diagnostic_flow GROUP BY 1"
       harvester query calls --from 2024-03-01 --to 2024-03-31 --format json --out march.json
     """
+    from harvester.cli.render_query import QueryOptions, query_output
     from harvester.outputs import check_output
-    from harvester.views import QueryOptions, run_query
 
     start = date_option(date_from, "--from")
     end = date_option(date_to, "--to")
@@ -106,7 +108,7 @@ def query_cmd(
             click.echo(chunk, nl=False)
             last[0] = chunk
 
-    text = run_query(root, sql_or_view, options, echo=echo)
+    text = query_output(root, sql_or_view, options, echo=echo)
     if text:
         click.echo(text, nl=not text.endswith("\n"))
     elif last[0] and not last[0].endswith("\n"):
@@ -142,9 +144,9 @@ def export_duckdb_cmd(obj: CliState, store: Path | None, file: Path) -> None:
     Example:
       harvester export-duckdb voicetrends.duckdb && duckdb voicetrends.duckdb -c "FROM hotspots"
     """
-    from harvester.views import export_duckdb
+    from harvester.analysis import export_duckdb
 
-    export_duckdb(obj.store_path(store), file, flag="FILE")
+    export_duckdb(obj.store_path(store), file, flag="FILE", store_flag="--store")
     click.echo(f"wrote {file}")
 
 
@@ -176,7 +178,16 @@ def report_cmd(
     assert end is None or isinstance(end, dt.date)
     if start and end and start > end:
         raise UsageError(f"--from {start} is after --to {end}")
+    from harvester.cli.render_query import warn_partial_windows
     from harvester.report import write_report
 
-    write_report(obj.store_path(store), out, date_from=start, date_to=end)
+    write_report(
+        obj.store_path(store),
+        out,
+        date_from=start,
+        date_to=end,
+        flag="--out",
+        store_flag="--store",
+        on_partial_windows=warn_partial_windows,
+    )
     click.echo(f"wrote {out}")

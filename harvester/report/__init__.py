@@ -14,15 +14,16 @@ document; this module ties them together and writes the file.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from harvester.analysis import Window, check_store, connect, partial_windows
 from harvester.errors import UsageError
 from harvester.outputs import check_output, write_text
 from harvester.report.data import ReportData, collect
 from harvester.report.figures import charts
 from harvester.report.page import render_page
-from harvester.views import check_store, connect, warn_partial_windows
 
 __all__ = ["ReportData", "charts", "collect", "render_page", "write_report"]
 
@@ -33,19 +34,25 @@ def write_report(
     *,
     date_from: dt.date | None = None,
     date_to: dt.date | None = None,
-    flag: str = "--out",
+    flag: str = "out",
+    store_flag: str = "store",
+    on_partial_windows: Callable[[Sequence[Window]], None] | None = None,
 ) -> None:
     """Write the report for the store at ``root`` (restricted to ``date_from``..``date_to``).
 
     ``out`` is checked before any work (:func:`harvester.outputs.check_output`): never inside
-    the store, a regular file replaced by rename, a device or FIFO written through.
+    the store, a regular file replaced by rename, a device or FIFO written through. Errors name
+    ``out`` and ``root`` as ``flag`` and ``store_flag``. ``on_partial_windows`` is told the
+    windows the range leaves out for straddling a bound (:func:`harvester.analysis.connect`),
+    before the report is written.
     """
     go = _plotly()
-    check_store(root)
+    check_store(root, flag=store_flag)
     target = check_output(out, flag, store=root, streams_ok=True)
     con = connect(root, date_from=date_from, date_to=date_to)
     try:
-        warn_partial_windows(con)
+        if on_partial_windows is not None:
+            on_partial_windows(partial_windows(con))
         data = collect(con)
     finally:
         con.close()

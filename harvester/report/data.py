@@ -19,8 +19,8 @@ from typing import Any
 
 import duckdb
 
+from harvester.analysis import partial_windows
 from harvester.store import retry_read
-from harvester.views import partial_windows
 
 # Items per hotspot chart: enough to show the long tail starts, few enough to read the labels.
 TOP_ITEMS = 12

@@ -21,7 +21,8 @@ from harvester.simulator.service import Simulator
 from harvester.simulator.settings import SimulatorSettings
 from harvester.simulator.traffic import TruthRow
 
-DEFAULT_PORT = 8765  # `harvester simulate` default; arbitrary unprivileged port
+DEFAULT_PORT = 8765  # run_simulator's default, and the README's; arbitrary unprivileged port
+# (`harvester simulate` has its own default, 8080: see harvester/cli/sandbox.py)
 _SHUTDOWN_TIMEOUT = 0.25  # seconds stop() waits for in-flight replies: going away is abrupt
 
 

@@ -1,67 +1,35 @@
-"""``harvester status``: the store's content for people (a table) and for scripts (``--json``).
+"""``harvester status``'s output: the store's content for people (a table) and for scripts
+(``--json``).
 
-The numbers come from :meth:`harvester.store.Store.status` (ledger only, fast on big stores);
-``--gaps`` adds, per phone, the missing days inside its covered span and its failed jobs, both
-as date ranges, so a user sees at a glance what ``pull --retry-failed`` would re-run.
+The data comes from :func:`harvester.gaps.status_with_gaps`: the numbers of
+:meth:`harvester.store.Store.status` (ledger only, fast on big stores) and, for ``--gaps`` and
+``--json``, each phone's failed jobs as date ranges; ``--gaps`` lists them beside the missing
+days inside each phone's covered span.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from harvester.errors import StoreError
-from harvester.jobs import period_end
-from harvester.store import JobIndex, Store, StoreStatus, open_index
+from harvester.gaps import DateRange, status_with_gaps
+from harvester.store import StoreStatus
 
-DateRange = tuple[dt.date, dt.date]
 # Wide enough for the table's eight columns without wrapping in a cron mail.
 RENDER_WIDTH = 120
 
 
 def render_status(root: Path, *, gaps: bool, as_json: bool) -> str:
     """The status of the store at ``root`` as text or JSON."""
-    if not root.exists():
-        raise StoreError(f"--store: {root} does not exist (nothing harvested yet?)")
-    if not root.is_dir():
-        raise StoreError(f"--store: {root} is not a folder")
-    status = Store(root).status()
-    failed = failed_ranges(open_index(root)) if gaps or as_json else {}
+    found = status_with_gaps(root, with_failed=gaps or as_json, flag="--store")
     if as_json:
-        data = status.to_dict()
-        data["failed_ranges"] = {
-            phone: [[a.isoformat(), b.isoformat()] for a, b in ranges]
-            for phone, ranges in failed.items()
-        }
-        return json.dumps(data, indent=2)
-    return _text(status, failed if gaps else None)
-
-
-def failed_ranges(index: JobIndex) -> dict[str, list[DateRange]]:
-    """Each phone's failed jobs, merged into day ranges by their windows."""
-    per_phone: dict[str, list[DateRange]] = defaultdict(list)
-    for phone, period in index:
-        if index.state((phone, period)) == "failed":
-            per_phone[phone].append((period, period_end(period, index.grain)))
-    return {phone: merge_ranges(ranges) for phone, ranges in sorted(per_phone.items())}
-
-
-def merge_ranges(ranges: Iterable[DateRange]) -> list[DateRange]:
-    """Merge overlapping or adjacent day ranges."""
-    merged: list[DateRange] = []
-    for start, end in sorted(ranges):
-        if merged and start <= merged[-1][1] + dt.timedelta(days=1):
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
+        return json.dumps(found.to_dict(), indent=2)
+    return _text(found.status, found.failed if gaps else None)
 
 
 def _fmt_ranges(ranges: Iterable[DateRange]) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from harvester.config import Config, default_config_path, load_config, parse_date
+from harvester.config import Config, default_config_path, load_config
+from harvester.config_values import parse_date
 from harvester.errors import ConfigError, UsageError
 from harvester.logs import setup_logging
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import click
 
 from harvester.cli.options import CliState, command, date_option, range_options, with_options
-from harvester.config import Config, HarvestConfig, parse_phones, resolve_end
+from harvester.config import Config, HarvestConfig
+from harvester.config_values import parse_phones, resolve_end
 from harvester.errors import ConfigError, UsageError
 from harvester.logs import redact
 

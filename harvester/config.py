@@ -84,6 +84,10 @@ class ApiConfig:
     concurrency: int = 4
     timeout_seconds: float = 120.0
     max_attempts: int = 6
+    # A reply longer than this is not read further and is quarantined. Real replies are a few KB
+    # (a month of ALL is ~100 KB); 16 MiB is two orders of magnitude above anything real.
+    max_reply_bytes: int = 16 * 2**20
+    ca_bundle: Path | None = None  # a PEM file of extra CAs to trust (a company proxy's own)
 
     @property
     def uses_account(self) -> bool:
@@ -384,6 +388,8 @@ def _load_api(
     concurrency = s.positive("concurrency", ApiConfig.concurrency)
     timeout = s.seconds("timeout_seconds", ApiConfig.timeout_seconds)
     max_attempts = s.positive("max_attempts", ApiConfig.max_attempts)
+    max_reply_bytes = s.positive("max_reply_bytes", ApiConfig.max_reply_bytes)
+    ca_bundle = _ca_bundle(s, path)
     s.check_unknown()
     if login is not None and password is None:
         raise ConfigError(f"{s.where('password_env')}: required with login")
@@ -397,7 +403,21 @@ def _load_api(
         concurrency=concurrency,
         timeout_seconds=timeout,
         max_attempts=max_attempts,
+        max_reply_bytes=max_reply_bytes,
+        ca_bundle=ca_bundle,
     )
+
+
+def _ca_bundle(s: _Section, config_path: Path) -> Path | None:
+    raw = s.get("ca_bundle", str, None)
+    if raw is None:
+        return None
+    bundle = Path(raw).expanduser()
+    if not bundle.is_absolute():
+        bundle = config_path.parent / bundle
+    if not bundle.is_file():
+        raise ConfigError(f"{s.where('ca_bundle')}: no such file: {bundle}")
+    return bundle
 
 
 def _warn_if_readable_by_others(path: Path, warn: Callable[[str], None]) -> None:

@@ -73,8 +73,7 @@ from typing import Literal
 
 from aiolimiter import AsyncLimiter
 
-from harvester.clock import Clock, SystemClock
-from harvester.rate_headers import (
+from harvester.api.headers import (
     DATE_RESOLUTION_SECONDS,
     LIMIT_HEADER,
     REMAINING_HEADER,
@@ -84,6 +83,7 @@ from harvester.rate_headers import (
     header_text,
     retry_after,
 )
+from harvester.clock import Clock, SystemClock
 from harvester.server_clock import OffsetEstimate
 
 log = logging.getLogger(__name__)

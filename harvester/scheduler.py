@@ -2,26 +2,33 @@
 
 One run = one store lock, one ``aiohttp`` session, one :class:`~harvester.gate.QuotaGate` (which
 lets ``concurrency`` requests on the wire) and ``2 x concurrency`` workers that pull jobs from a
-shared iterator (the plan is never materialised).
-Each job loops until it is done or failed for good:
+shared iterator (the plan is never materialised). Each job loops until it is done or failed for
+good, on the outcome the API layer (:mod:`harvester.api`) makes of each exchange:
 
-- 200 with a valid body: done (an empty answer is done with zero rows);
-- 200 with an invalid body, 5xx, timeouts, drops: quarantine/retry with capped, jittered backoff,
-  every retry paid from the quota, up to ``api.max_attempts``; then failed for this run (the
-  next pull or sync tries it again);
-- no connection at all (refused, no route, DNS): the request never reached the server, so it
-  is neither an attempt nor quota; jobs wait with the same backoff while the API is unreachable,
-  for ``outage_patience`` (10 minutes) at most, then the run stops (exit 1), everything kept;
-- 429: the gate waits for the window the reply names; retried, never counted as an attempt;
+- rows (an empty answer included): done;
+- an invalid body (quarantined), a 5xx, a reply lost on the way: retried with capped, jittered
+  backoff, every retry paid from the quota, up to ``api.max_attempts``; then failed for this run
+  (the next pull or sync tries it again). Five 5xx in a row pause all sending, for growing pauses
+  (:mod:`harvester.storm`), so a broken server costs little quota;
+- unreachable (no connection at all): the request never left, so it is neither an attempt nor
+  quota; jobs wait with the same backoff for ``outage_patience`` (10 minutes) at most, then the
+  run stops (exit 1), everything kept;
+- misconfigured (the base URL's host does not resolve, TLS fails): the run stops at once with a
+  ConfigError naming ``api.base_url`` (exit 2);
+- 429: the gate waits for the window the reply names; sent again, never an attempt;
 - 400/404/405: rejected, failed for good with the server's message (only ``--retry-failed``
   sends it again); the run goes on;
 - 401: renew the temporary credentials if the config can (single-flight), else stop the run
-  cleanly with :class:`~harvester.errors.CredentialsError` (exit 3), keeping everything fetched.
+  cleanly with :class:`~harvester.errors.CredentialsError` (exit 3), keeping everything fetched;
+- unfinished (the server's date has not passed the window's end): nothing recorded, the job is
+  left for a later run; once the server's date is known, such jobs are not even sent.
 
 Results are buffered in the store's writer and flushed in a worker thread every
 ``store.flush_jobs`` jobs or ``store.flush_seconds``, so the event loop never waits on fsync.
 A stop request (SIGINT/SIGTERM) lets requests already on the wire finish for a short grace,
 abandons jobs still waiting for quota, flushes, and raises nothing: the summary says it stopped.
+Any other HarvesterError (a misconfiguration, or the quota gate giving up on a server that
+refuses everything) stops the run the same way, then propagates with its message.
 """
 
 from __future__ import annotations
@@ -29,29 +36,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import random
-import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import aiohttp
 
 from harvester import __version__
-from harvester.client import ApiClient, RawReply, TransportError
+from harvester.api.client import ApiClient
+from harvester.api.credentials import Credentials
+from harvester.api.outcomes import (
+    InvalidBody,
+    Misconfigured,
+    NoReply,
+    NotSent,
+    Outcome,
+    RateLimited,
+    Rejected,
+    Rows,
+    ServerError,
+    Unauthorized,
+    Unfinished,
+    Unreachable,
+)
+from harvester.api.transport import open_session
 from harvester.clock import Clock, SystemClock
 from harvester.config import Config
-from harvester.credentials import CredentialSource
-from harvester.errors import CredentialsError, ReplyError, StoreError, StoreWriteError
-from harvester.gate import QuotaGate
+from harvester.errors import (
+    ConfigError,
+    CredentialsError,
+    StoreError,
+    StoreWriteError,
+)
+from harvester.gate import Permit, QuotaGate
 from harvester.jobs import Job
 from harvester.plan import JobIndex, Plan, count
 from harvester.progress import NullProgress, ProgressSink, format_duration
-from harvester.reply import parse_reply
+from harvester.retrying import Backoff
 from harvester.store import FetchMeta, Store, StoreWriter
-from harvester.store.ledger import REJECTED_STATUSES
+from harvester.storm import (
+    STORM_AFTER,
+    STORM_PAUSE_CAP_SECONDS,
+    STORM_PAUSE_SECONDS,
+    StormBreaker,
+    StormPolicy,
+    Verdict,
+)
+from harvester.summary import RunSummary, new_run_id
+
+__all__ = ["RetryPolicy", "RunSummary", "harvest", "new_run_id"]
 
 log = logging.getLogger("harvester")
 
@@ -71,108 +105,29 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 # holds a worker, not a connection: with twice as many workers as the gate has slots, the other
 # jobs keep the wire and the window's budget busy meanwhile. The gate still bounds what is sent.
 WORKERS_PER_SLOT = 2
-
-Outcome = Literal["done", "failed"]
+# Waits while the API is unreachable back off like retries, up to this attempt's delay.
+OUTAGE_BACKOFF_STEPS = 16
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures are retried (tests shrink the backoff)."""
+    """How transient failures are retried, and 5xx storms paused (tests shrink the times)."""
 
     max_attempts: int = 6
     backoff_base: float = BACKOFF_BASE_SECONDS
     backoff_cap: float = BACKOFF_CAP_SECONDS
     outage_patience: float = OUTAGE_PATIENCE_SECONDS
+    storm_after: int = STORM_AFTER
+    storm_pause: float = STORM_PAUSE_SECONDS
+    storm_pause_cap: float = STORM_PAUSE_CAP_SECONDS
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter exponential backoff before attempt ``attempt + 1``."""
-        return rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
-
-
-@dataclass
-class RunSummary:
-    """What a pull or sync did; ``exit_code`` follows the contract."""
-
-    command: str
-    run_id: str
-    planned: int = 0
-    already_done: int = 0
-    to_fetch: int = 0
-    done: int = 0
-    failed: list[tuple[Job, str]] = field(default_factory=list)
-    # jobs of the plan that failed in an earlier run and that this run did not retry
-    failed_before: list[Job] = field(default_factory=list)
-    requests: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-    rows: int = 0
-    quarantined: int = 0
-    renewals: int = 0
-    elapsed_seconds: float = 0.0
-    stopped: Literal["interrupted", "credentials", "unreachable"] | None = None
-    message: str | None = None
+        return Backoff(self.backoff_base, self.backoff_cap).delay(attempt, rng)
 
     @property
-    def exit_code(self) -> int:
-        if self.stopped == "credentials":
-            return 3
-        if self.stopped == "interrupted":
-            return 130
-        if self.stopped == "unreachable":  # finished early; what was left is for the next run
-            return 1
-        return 1 if self.failed or self.failed_before else 0
-
-    @property
-    def pending(self) -> int:
-        """Jobs of this run neither done nor failed (a stopped run leaves some)."""
-        return max(0, self.to_fetch - self.done - len(self.failed))
-
-    def to_json(self) -> str:
-        """The machine-readable summary printed by ``--json``."""
-        return json.dumps(
-            {
-                "command": self.command,
-                "run_id": self.run_id,
-                "exit_code": self.exit_code,
-                "planned": self.planned,
-                "already_done": self.already_done,
-                "to_fetch": self.to_fetch,
-                "done": self.done,
-                "failed": [
-                    {
-                        "phone": j.phone,
-                        "window_start": j.window_start.isoformat(),
-                        "window_end": j.window_end.isoformat(),
-                        "reason": reason,
-                    }
-                    for j, reason in self.failed
-                ],
-                "failed_before": [
-                    {
-                        "phone": j.phone,
-                        "window_start": j.window_start.isoformat(),
-                        "window_end": j.window_end.isoformat(),
-                    }
-                    for j in self.failed_before
-                ],
-                "pending": self.pending,
-                "requests": self.requests,
-                "rate_limited": self.rate_limited,
-                "retries": self.retries,
-                "rows": self.rows,
-                "quarantined": self.quarantined,
-                "renewals": self.renewals,
-                "elapsed_seconds": round(self.elapsed_seconds, 3),
-                "stopped": self.stopped,
-                "message": self.message,
-            }
-        )
-
-
-def new_run_id(clock: Clock) -> str:
-    """A sortable, unique run id: UTC time plus a random suffix."""
-    stamp = dt.datetime.fromtimestamp(clock.wall(), dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{secrets.token_hex(3)}"
+    def storm(self) -> StormPolicy:
+        return StormPolicy(self.storm_after, self.storm_pause, self.storm_pause_cap)
 
 
 async def harvest(
@@ -212,8 +167,7 @@ async def harvest(
         if session is not None:
             summary = await run.run(session)
         else:
-            connector = aiohttp.TCPConnector(limit=config.api.concurrency)
-            async with aiohttp.ClientSession(connector=connector) as own:
+            async with open_session(config.api) as own:
                 summary = await run.run(own)
         if summary.stopped is None and config.store.auto_compact and store.needs_compaction():
             await asyncio.to_thread(store.compact)
@@ -253,7 +207,7 @@ class _Run:
             concurrency=config.api.concurrency,
             clock=clock,
         )
-        self.credentials = CredentialSource(config.api, clock)
+        self.storm = StormBreaker(retry.storm, clock)
         self.writer: StoreWriter = store.writer(
             run_id,
             flush_jobs=config.store.flush_jobs,
@@ -263,7 +217,8 @@ class _Run:
         self.flush_lock = asyncio.Lock()
         self.sending: set[asyncio.Task[None]] = set()
         self.fatal: CredentialsError | None = None
-        self.error: Exception | None = None  # a bug or a store failure: re-raised at the end
+        # a bug, a store failure or another HarvesterError: re-raised at the end
+        self.error: Exception | None = None
         self.unreachable_since: float | None = None  # the API has refused connections since
         self.outage: str | None = None  # why the run stopped when the API stayed unreachable
 
@@ -281,7 +236,8 @@ class _Run:
                 and not self.plan.is_pending(job, "failed", self.index)
             ]
         self.progress.started(self.plan.command, counts, self.gate)
-        client = ApiClient(session, self.config.api.base_url, self.config.api.timeout_seconds)
+        zone = self.config.harvest.zone()
+        client = ApiClient(session, self.config.api, self.clock, zone)
         jobs = self.plan.pending(self.index)  # one generator shared by the workers: streamed
         workers = [
             asyncio.create_task(self._worker(jobs, client))
@@ -309,7 +265,14 @@ class _Run:
             s.stopped, s.message = "unreachable", self.outage
         elif self.stop.is_set():
             s.stopped = "interrupted"
-        s.renewals = self.credentials.renewals
+        s.renewals = client.credentials.renewals
+        if s.unfinished:
+            log.info(
+                "%d jobs end on or after the server's date (%s): not over yet, left for a later "
+                "run",
+                s.unfinished,
+                client.server_today,
+            )
         s.elapsed_seconds = self.clock.monotonic() - started
         self.progress.tick(s, self.gate.snapshot())
         self.progress.finished(s)
@@ -344,7 +307,9 @@ class _Run:
                     self.flush_wanted.set()
         except CredentialsError as exc:
             self.request_stop(exc)
-        except Exception as exc:  # a bug: stop everything, keep what is done, re-raise at the end
+        except Exception as exc:
+            # a bug, or a HarvesterError that ends the run (a misconfiguration; the quota gate
+            # giving up): stop everything, keep what is done, re-raise at the end
             if self.error is None:
                 self.error = exc
             self.stop.set()
@@ -355,87 +320,59 @@ class _Run:
         The stop flag is checked before the gate is entered: once the gate grants a permit the
         request is sent (it is "on the wire" for the stop's grace), so the gate never has to
         charge a permit that sent nothing. A stop while waiting in the gate cancels the task.
+        A count changes only for what happened: ``attempts`` for exchanges that reached the
+        server and count against the job, ``waits`` for exchanges that never left.
         """
         attempts = waits = 0
-        quarantine: list[tuple[str, RawReply]] = []  # invalid bodies, recorded with the outcome
-        task = asyncio.current_task()
-        assert task is not None
+        quarantine: list[InvalidBody] = []  # invalid bodies, recorded with the job's outcome
         while not self.stop.is_set():
-            try:
-                credentials = await self.credentials.current(client.session)
-            except TransportError as exc:  # POST /auth could not connect
-                waits += 1
-                await self._wait_out_an_outage(exc, waits)
-                continue
-            async with self.gate.request() as permit:
-                self.sending.add(task)
-                attempts += 1
-                self.summary.requests += 1
-                try:
-                    reply: RawReply | None = await client.get(job.path, credentials)
-                    problem = None
-                except TransportError as exc:
-                    reply, problem = None, exc
-                finally:
-                    self.sending.discard(task)
-                if reply is not None:
-                    permit.observe(reply.status, reply.headers)
-                elif problem is not None and problem.unreachable:
-                    permit.unsent()
-                elif problem is not None and problem.status is not None:
-                    permit.observe(problem.status, problem.headers or {})
-            if problem is not None and problem.unreachable:
-                attempts -= 1  # it never reached the server: neither an attempt nor quota
-                self.summary.requests -= 1
-                waits += 1
-                await self._wait_out_an_outage(problem, waits)
-                continue
-            self.unreachable_since = None
-            heard = reply.status if reply is not None else problem.status if problem else None
-            if heard is not None and heard != 401:  # the server took the credentials
-                self.credentials.accepted(credentials)
-            if reply is None:
-                reason = f"transport: {problem}"
-            elif reply.status == 200:
-                try:
-                    parsed = parse_reply(reply.body)
-                except ReplyError as exc:
-                    reason = f"invalid reply: {exc}"
-                    self.summary.quarantined += 1
-                    quarantine.append((reason, reply))
-                    if attempts >= self.retry.max_attempts:
-                        self._failed(job, reason, reply, attempts, quarantine)
-                        return
-                else:
-                    self._record_quarantine(job, quarantine)
-                    meta = self._meta(job, reply, attempts - len(quarantine))
-                    self.writer.record_done(job, parsed, reply.body, meta)
-                    self.summary.done += 1
-                    self.summary.rows += len(parsed)
-                    self.progress.job_finished(job, "done", len(parsed))
-                    return
-            elif reply.status == 429:
-                self.summary.rate_limited += 1
-                attempts -= 1  # the gate waits for the reset; a 429 never counts as an attempt
-                continue
-            elif reply.status == 401:
-                attempts -= 1  # not counted by the server either
-                if not self.stop.is_set():
-                    try:
-                        await self.credentials.renew(client.session, stale=credentials)
-                    except TransportError as exc:  # POST /auth could not connect
-                        waits += 1
-                        await self._wait_out_an_outage(exc, waits)
-                continue
-            elif reply.status in REJECTED_STATUSES:  # a retry gets the same answer
-                reason = f"HTTP {reply.status}: {_error_message(reply)}"
-                self._failed(job, reason, reply, attempts, quarantine)
+            if self._not_over(job, client):
                 return
-            else:
-                reason = f"HTTP {reply.status}: {_error_message(reply)}"
+            credentials = await client.authorize()
+            if not isinstance(credentials, Credentials):
+                waits += 1
+                await self._not_sent(credentials, waits)
+                continue
+            outcome = await self._send(job, client, credentials)
+            match outcome:
+                case Unreachable() | Misconfigured():
+                    waits += 1
+                    await self._not_sent(outcome, waits)
+                    continue
+                case RateLimited():  # the gate waits for the reset; never an attempt
+                    self.summary.rate_limited += 1
+                    continue
+                case Unauthorized():  # not counted by the server either
+                    renewed = await client.renew(credentials)
+                    if not isinstance(renewed, Credentials):
+                        waits += 1
+                        await self._not_sent(renewed, waits)
+                    continue
+                case Unfinished():
+                    self._unfinished(job)
+                    return
+            self.unreachable_since = None
+            attempts += 1
+            match outcome:
+                case Rows(rows=rows, body=body):
+                    self._record_quarantine(job, quarantine)
+                    meta = self._meta(job, outcome.head.status, attempts - len(quarantine))
+                    self.writer.record_done(job, rows, body, meta)
+                    self.summary.done += 1
+                    self.summary.rows += len(rows)
+                    self.progress.job_finished(job, "done", len(rows))
+                    return
+                case Rejected(reason=reason):  # a retry gets the same answer
+                    self._failed(job, reason, outcome, attempts, quarantine)
+                    return
+                case InvalidBody(reason=reason):
+                    self.summary.quarantined += 1
+                    quarantine.append(outcome)
+                case ServerError(reason=reason) | NoReply(reason=reason):
+                    pass
             if attempts >= self.retry.max_attempts:
                 reason = f"{reason} (after {attempts} attempts)"
-                self._failed(job, reason, reply, attempts, quarantine)
+                self._failed(job, reason, outcome, attempts, quarantine)
                 return
             if self.stop.is_set():
                 return
@@ -443,50 +380,85 @@ class _Run:
             log.debug("retrying %s after %s", job.path, reason)
             await self.clock.sleep(self.retry.delay(attempts, self.rng))
 
-    async def _wait_out_an_outage(self, problem: TransportError, waits: int) -> None:
-        """While the API refuses connections, jobs wait (backing off) rather than fail; once it
-        has been unreachable for longer than ``outage_patience`` the run stops: everything
-        fetched is kept, and the jobs left are the next run's."""
-        if not problem.unreachable:
-            raise problem
+    async def _send(self, job: Job, client: ApiClient, credentials: Credentials) -> Outcome:
+        """One request of ``job`` through the storm breaker and the quota gate."""
+        task = asyncio.current_task()
+        assert task is not None
+        probe = await self.storm.wait_to_send()
+        async with self.gate.request() as permit:
+            self.sending.add(task)
+            try:
+                outcome = await client.fetch(job.path, job.window_end, credentials)
+            finally:
+                self.sending.discard(task)
+            _tell_gate(permit, outcome)
+        if not isinstance(outcome, Unreachable | Misconfigured):
+            self.summary.requests += 1
+        self.storm.record(_health(outcome), probe)
+        return outcome
+
+    def _not_over(self, job: Job, client: ApiClient) -> bool:
+        """A job whose window the server's day has not passed is not sent: its reply would
+        only be recorded as unfinished."""
+        if client.server_today is None or job.window_end < client.server_today:
+            return False
+        self._unfinished(job)
+        return True
+
+    def _unfinished(self, job: Job) -> None:
+        self.summary.unfinished += 1
+        self.progress.job_finished(job, "unfinished", 0)
+
+    async def _not_sent(self, outcome: NotSent, waits: int) -> None:
+        """A request that could not be sent: a misconfiguration stops the run (exit 2); while
+        the API refuses connections, jobs wait (backing off) rather than fail, and once it has
+        been unreachable for longer than ``outage_patience`` the run stops: everything fetched
+        is kept, and the jobs left are the next run's."""
+        if isinstance(outcome, Misconfigured):
+            source = self.config.source or "config"
+            raise ConfigError(
+                f"{source}: [api] base_url: {self.config.api.base_url}: {outcome.reason}"
+            )
         now = self.clock.monotonic()
         if self.unreachable_since is None:
             self.unreachable_since = now
             log.warning(
                 "the API is unreachable (%s); jobs wait for it, for %s at most",
-                problem,
+                outcome.reason,
                 format_duration(self.retry.outage_patience),
             )
         elif now - self.unreachable_since > self.retry.outage_patience:
             if self.outage is None:
                 lasted = format_duration(now - self.unreachable_since)
                 self.outage = (
-                    f"the API has been unreachable for {lasted} ({problem}); stopped: "
+                    f"the API has been unreachable for {lasted} ({outcome.reason}); stopped: "
                     "everything fetched is stored, re-run to resume"
                 )
             self.stop.set()
             return
-        await self.clock.sleep(self.retry.delay(min(waits, 16), self.rng))
+        await self.clock.sleep(self.retry.delay(min(waits, OUTAGE_BACKOFF_STEPS), self.rng))
 
-    def _record_quarantine(self, job: Job, quarantine: list[tuple[str, RawReply]]) -> None:
+    def _record_quarantine(self, job: Job, quarantine: list[InvalidBody]) -> None:
         """Keep each invalid body of a job, just before the job's outcome: a job is never left
         marked failed by a body that a later attempt replaced (the outcome's record wins)."""
-        for reason, reply in quarantine:
-            self.writer.record_failed(job, reason, reply.body, self._meta(job, reply, 1), True)
+        for invalid in quarantine:
+            meta = self._meta(job, invalid.head.status, 1)
+            self.writer.record_failed(job, invalid.reason, invalid.body, meta, True)
 
     def _failed(
         self,
         job: Job,
         reason: str,
-        reply: RawReply | None,
+        last: Rejected | InvalidBody | ServerError | NoReply,
         attempts: int,
-        quarantine: list[tuple[str, RawReply]],
+        quarantine: list[InvalidBody],
     ) -> None:
-        last_invalid = bool(quarantine) and quarantine[-1][1] is reply
+        last_invalid = bool(quarantine) and quarantine[-1] is last
         earlier = quarantine[:-1] if last_invalid else quarantine
         self._record_quarantine(job, earlier)
-        body = reply.body if reply is not None else None
-        meta = self._meta(job, reply, attempts - len(earlier))
+        body = None if isinstance(last, NoReply) else last.body
+        status = last.head.status if last.head is not None else None
+        meta = self._meta(job, status, attempts - len(earlier))
         self.writer.record_failed(job, reason, body, meta, last_invalid)
         self.summary.failed.append((job, reason))
         self.progress.job_finished(job, "failed", 0)
@@ -494,11 +466,11 @@ class _Run:
             "job failed: %s %s..%s: %s", job.phone, job.window_start, job.window_end, reason
         )
 
-    def _meta(self, job: Job, reply: RawReply | None, attempts: int) -> FetchMeta:
+    def _meta(self, job: Job, status: int | None, attempts: int) -> FetchMeta:
         return FetchMeta(
             fetched_at=dt.datetime.fromtimestamp(self.clock.wall(), dt.UTC),
             attempts=attempts,
-            http_status=reply.status if reply is not None else None,
+            http_status=status,
             request_path=job.path,
             harvester_version=__version__,
             as_of=self.plan.today,
@@ -528,10 +500,25 @@ class _Run:
             await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
 
 
-def _error_message(reply: RawReply) -> str:
-    """The API's ``{"error": ...}`` text, shortened; a placeholder when there is none."""
-    try:
-        message = json.loads(reply.body).get("error")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        message = None
-    return str(message)[:200] if message else "no error message"
+def _tell_gate(permit: Permit, outcome: Outcome) -> None:
+    """What the quota gate must learn from an exchange: the reply's head, or that nothing left
+    (a lost reply without a head tells it nothing: the request stays charged)."""
+    match outcome:
+        case Unreachable() | Misconfigured():
+            permit.unsent()
+        case NoReply(head=None):
+            pass
+        case _:
+            assert outcome.head is not None
+            permit.observe(outcome.head.status, outcome.head.headers)
+
+
+def _health(outcome: Outcome) -> Verdict:
+    """What an exchange says of the server's health, for the storm breaker."""
+    match outcome:
+        case ServerError():
+            return "server error"
+        case NoReply() | Unreachable() | Misconfigured():
+            return "no answer"
+        case _:
+            return "ok"

@@ -25,9 +25,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from harvester.api.credentials import Credentials
 from harvester.cli import cli
 from harvester.config import Secret, load_config
-from harvester.credentials import Credentials
 from harvester.logs import RedactSecrets
 from harvester.simulator import Simulator, SimulatorServer, SimulatorSettings
 from harvester.store import schema

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import random
 from collections.abc import Callable, Iterator
@@ -43,46 +42,19 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from harvester import __version__
 from harvester.api.client import ApiClient
-from harvester.api.credentials import Credentials
-from harvester.api.outcomes import (
-    InvalidBody,
-    Misconfigured,
-    NoReply,
-    NotSent,
-    Outcome,
-    RateLimited,
-    Rejected,
-    Rows,
-    ServerError,
-    Unauthorized,
-    Unfinished,
-    Unreachable,
-)
 from harvester.api.transport import open_session
 from harvester.clock import Clock, SystemClock
 from harvester.config import Config
-from harvester.errors import (
-    ConfigError,
-    CredentialsError,
-    StoreError,
-    StoreWriteError,
-)
-from harvester.gate import Permit, QuotaGate
+from harvester.errors import CredentialsError, StoreError, StoreWriteError
+from harvester.fetching import JobFetcher
+from harvester.gate import QuotaGate
 from harvester.jobs import Job
 from harvester.plan import JobIndex, Plan, count
-from harvester.progress import NullProgress, ProgressSink, format_duration
+from harvester.progress import NullProgress, ProgressSink
 from harvester.retrying import Backoff
-from harvester.store import FetchMeta, Store, StoreWriter
-from harvester.storm import (
-    STORM_AFTER,
-    STORM_PAUSE_CAP_SECONDS,
-    STORM_PAUSE_SECONDS,
-    StormBreaker,
-    StormPolicy,
-    Verdict,
-)
+from harvester.store import Store, StoreWriter
+from harvester.storm import STORM_AFTER, STORM_PAUSE_CAP_SECONDS, STORM_PAUSE_SECONDS, StormPolicy
 from harvester.summary import RunSummary, new_run_id
 
 __all__ = ["RetryPolicy", "RunSummary", "harvest", "new_run_id"]
@@ -105,8 +77,6 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 # holds a worker, not a connection: with twice as many workers as the gate has slots, the other
 # jobs keep the wire and the window's budget busy meanwhile. The gate still bounds what is sent.
 WORKERS_PER_SLOT = 2
-# Waits while the API is unreachable back off like retries, up to this attempt's delay.
-OUTAGE_BACKOFF_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -198,7 +168,6 @@ class _Run:
         self.progress = progress
         self.stop = stop
         self.retry = retry
-        self.rng = random.Random()
         self.summary = RunSummary(plan.command, run_id)
         self.gate = QuotaGate(
             limit=config.quota.limit,
@@ -207,7 +176,6 @@ class _Run:
             concurrency=config.api.concurrency,
             clock=clock,
         )
-        self.storm = StormBreaker(retry.storm, clock)
         self.writer: StoreWriter = store.writer(
             run_id,
             flush_jobs=config.store.flush_jobs,
@@ -215,12 +183,10 @@ class _Run:
         )
         self.flush_wanted = asyncio.Event()
         self.flush_lock = asyncio.Lock()
-        self.sending: set[asyncio.Task[None]] = set()
         self.fatal: CredentialsError | None = None
         # a bug, a store failure or another HarvesterError: re-raised at the end
         self.error: Exception | None = None
-        self.unreachable_since: float | None = None  # the API has refused connections since
-        self.outage: str | None = None  # why the run stopped when the API stayed unreachable
+        self.fetcher: JobFetcher | None = None  # made once the session is known
 
     async def run(self, session: aiohttp.ClientSession) -> RunSummary:
         started = self.clock.monotonic()
@@ -236,11 +202,22 @@ class _Run:
                 and not self.plan.is_pending(job, "failed", self.index)
             ]
         self.progress.started(self.plan.command, counts, self.gate)
-        zone = self.config.harvest.zone()
-        client = ApiClient(session, self.config.api, self.clock, zone)
+        client = ApiClient(session, self.config.api, self.clock, self.config.harvest.zone())
+        fetcher = self.fetcher = JobFetcher(
+            self.config,
+            client,
+            self.gate,
+            self.writer,
+            s,
+            clock=self.clock,
+            progress=self.progress,
+            retry=self.retry,
+            stop=self.stop,
+            as_of=self.plan.today,
+        )
         jobs = self.plan.pending(self.index)  # one generator shared by the workers: streamed
         workers = [
-            asyncio.create_task(self._worker(jobs, client))
+            asyncio.create_task(self._worker(jobs, fetcher))
             for _ in range(self.config.api.concurrency * WORKERS_PER_SLOT)
         ]
         helpers = [
@@ -261,8 +238,8 @@ class _Run:
             raise self.error
         if self.fatal is not None:
             s.stopped, s.message = "credentials", str(self.fatal)
-        elif self.outage is not None:
-            s.stopped, s.message = "unreachable", self.outage
+        elif fetcher.outage is not None:
+            s.stopped, s.message = "unreachable", fetcher.outage
         elif self.stop.is_set():
             s.stopped = "interrupted"
         s.renewals = client.credentials.renewals
@@ -283,8 +260,9 @@ class _Run:
         waits in the gate takes nothing from the quota), then give requests on the wire a grace
         to come back and be recorded, then abandon them too."""
         await self.stop.wait()
+        sending = self.fetcher.sending if self.fetcher is not None else set()
         for task in workers:
-            if task not in self.sending:
+            if task not in sending:
                 task.cancel()
         alive = [t for t in workers if not t.done()]
         if alive:
@@ -297,12 +275,12 @@ class _Run:
             self.fatal = reason
         self.stop.set()
 
-    async def _worker(self, jobs: Iterator[Job], client: ApiClient) -> None:
+    async def _worker(self, jobs: Iterator[Job], fetcher: JobFetcher) -> None:
         try:
             for job in jobs:
                 if self.stop.is_set():
                     return
-                await self._run_job(job, client)
+                await fetcher.fetch(job)
                 if self.writer.flush_due():
                     self.flush_wanted.set()
         except CredentialsError as exc:
@@ -313,168 +291,6 @@ class _Run:
             if self.error is None:
                 self.error = exc
             self.stop.set()
-
-    async def _run_job(self, job: Job, client: ApiClient) -> None:
-        """Send ``job`` until it is done or failed for good; return early on a stop request.
-
-        The stop flag is checked before the gate is entered: once the gate grants a permit the
-        request is sent (it is "on the wire" for the stop's grace), so the gate never has to
-        charge a permit that sent nothing. A stop while waiting in the gate cancels the task.
-        A count changes only for what happened: ``attempts`` for exchanges that reached the
-        server and count against the job, ``waits`` for exchanges that never left.
-        """
-        attempts = waits = 0
-        quarantine: list[InvalidBody] = []  # invalid bodies, recorded with the job's outcome
-        while not self.stop.is_set():
-            if self._not_over(job, client):
-                return
-            credentials = await client.authorize()
-            if not isinstance(credentials, Credentials):
-                waits += 1
-                await self._not_sent(credentials, waits)
-                continue
-            outcome = await self._send(job, client, credentials)
-            match outcome:
-                case Unreachable() | Misconfigured():
-                    waits += 1
-                    await self._not_sent(outcome, waits)
-                    continue
-                case RateLimited():  # the gate waits for the reset; never an attempt
-                    self.summary.rate_limited += 1
-                    continue
-                case Unauthorized():  # not counted by the server either
-                    renewed = await client.renew(credentials)
-                    if not isinstance(renewed, Credentials):
-                        waits += 1
-                        await self._not_sent(renewed, waits)
-                    continue
-                case Unfinished():
-                    self._unfinished(job)
-                    return
-            self.unreachable_since = None
-            attempts += 1
-            match outcome:
-                case Rows(rows=rows, body=body):
-                    self._record_quarantine(job, quarantine)
-                    meta = self._meta(job, outcome.head.status, attempts - len(quarantine))
-                    self.writer.record_done(job, rows, body, meta)
-                    self.summary.done += 1
-                    self.summary.rows += len(rows)
-                    self.progress.job_finished(job, "done", len(rows))
-                    return
-                case Rejected(reason=reason):  # a retry gets the same answer
-                    self._failed(job, reason, outcome, attempts, quarantine)
-                    return
-                case InvalidBody(reason=reason):
-                    self.summary.quarantined += 1
-                    quarantine.append(outcome)
-                case ServerError(reason=reason) | NoReply(reason=reason):
-                    pass
-            if attempts >= self.retry.max_attempts:
-                reason = f"{reason} (after {attempts} attempts)"
-                self._failed(job, reason, outcome, attempts, quarantine)
-                return
-            if self.stop.is_set():
-                return
-            self.summary.retries += 1
-            log.debug("retrying %s after %s", job.path, reason)
-            await self.clock.sleep(self.retry.delay(attempts, self.rng))
-
-    async def _send(self, job: Job, client: ApiClient, credentials: Credentials) -> Outcome:
-        """One request of ``job`` through the storm breaker and the quota gate."""
-        task = asyncio.current_task()
-        assert task is not None
-        probe = await self.storm.wait_to_send()
-        async with self.gate.request() as permit:
-            self.sending.add(task)
-            try:
-                outcome = await client.fetch(job.path, job.window_end, credentials)
-            finally:
-                self.sending.discard(task)
-            _tell_gate(permit, outcome)
-        if not isinstance(outcome, Unreachable | Misconfigured):
-            self.summary.requests += 1
-        self.storm.record(_health(outcome), probe)
-        return outcome
-
-    def _not_over(self, job: Job, client: ApiClient) -> bool:
-        """A job whose window the server's day has not passed is not sent: its reply would
-        only be recorded as unfinished."""
-        if client.server_today is None or job.window_end < client.server_today:
-            return False
-        self._unfinished(job)
-        return True
-
-    def _unfinished(self, job: Job) -> None:
-        self.summary.unfinished += 1
-        self.progress.job_finished(job, "unfinished", 0)
-
-    async def _not_sent(self, outcome: NotSent, waits: int) -> None:
-        """A request that could not be sent: a misconfiguration stops the run (exit 2); while
-        the API refuses connections, jobs wait (backing off) rather than fail, and once it has
-        been unreachable for longer than ``outage_patience`` the run stops: everything fetched
-        is kept, and the jobs left are the next run's."""
-        if isinstance(outcome, Misconfigured):
-            source = self.config.source or "config"
-            raise ConfigError(
-                f"{source}: [api] base_url: {self.config.api.base_url}: {outcome.reason}"
-            )
-        now = self.clock.monotonic()
-        if self.unreachable_since is None:
-            self.unreachable_since = now
-            log.warning(
-                "the API is unreachable (%s); jobs wait for it, for %s at most",
-                outcome.reason,
-                format_duration(self.retry.outage_patience),
-            )
-        elif now - self.unreachable_since > self.retry.outage_patience:
-            if self.outage is None:
-                lasted = format_duration(now - self.unreachable_since)
-                self.outage = (
-                    f"the API has been unreachable for {lasted} ({outcome.reason}); stopped: "
-                    "everything fetched is stored, re-run to resume"
-                )
-            self.stop.set()
-            return
-        await self.clock.sleep(self.retry.delay(min(waits, OUTAGE_BACKOFF_STEPS), self.rng))
-
-    def _record_quarantine(self, job: Job, quarantine: list[InvalidBody]) -> None:
-        """Keep each invalid body of a job, just before the job's outcome: a job is never left
-        marked failed by a body that a later attempt replaced (the outcome's record wins)."""
-        for invalid in quarantine:
-            meta = self._meta(job, invalid.head.status, 1)
-            self.writer.record_failed(job, invalid.reason, invalid.body, meta, True)
-
-    def _failed(
-        self,
-        job: Job,
-        reason: str,
-        last: Rejected | InvalidBody | ServerError | NoReply,
-        attempts: int,
-        quarantine: list[InvalidBody],
-    ) -> None:
-        last_invalid = bool(quarantine) and quarantine[-1] is last
-        earlier = quarantine[:-1] if last_invalid else quarantine
-        self._record_quarantine(job, earlier)
-        body = None if isinstance(last, NoReply) else last.body
-        status = last.head.status if last.head is not None else None
-        meta = self._meta(job, status, attempts - len(earlier))
-        self.writer.record_failed(job, reason, body, meta, last_invalid)
-        self.summary.failed.append((job, reason))
-        self.progress.job_finished(job, "failed", 0)
-        log.warning(
-            "job failed: %s %s..%s: %s", job.phone, job.window_start, job.window_end, reason
-        )
-
-    def _meta(self, job: Job, status: int | None, attempts: int) -> FetchMeta:
-        return FetchMeta(
-            fetched_at=dt.datetime.fromtimestamp(self.clock.wall(), dt.UTC),
-            attempts=attempts,
-            http_status=status,
-            request_path=job.path,
-            harvester_version=__version__,
-            as_of=self.plan.today,
-        )
 
     async def _flusher(self) -> None:
         """Flush in a worker thread when a batch is full or ``flush_seconds`` have passed."""
@@ -498,27 +314,3 @@ class _Run:
         while True:
             self.progress.tick(self.summary, self.gate.snapshot())
             await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
-
-
-def _tell_gate(permit: Permit, outcome: Outcome) -> None:
-    """What the quota gate must learn from an exchange: the reply's head, or that nothing left
-    (a lost reply without a head tells it nothing: the request stays charged)."""
-    match outcome:
-        case Unreachable() | Misconfigured():
-            permit.unsent()
-        case NoReply(head=None):
-            pass
-        case _:
-            assert outcome.head is not None
-            permit.observe(outcome.head.status, outcome.head.headers)
-
-
-def _health(outcome: Outcome) -> Verdict:
-    """What an exchange says of the server's health, for the storm breaker."""
-    match outcome:
-        case ServerError():
-            return "server error"
-        case NoReply() | Unreachable() | Misconfigured():
-            return "no answer"
-        case _:
-            return "ok"

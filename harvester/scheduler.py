@@ -135,10 +135,10 @@ async def harvest(
             retry=retry or RetryPolicy(max_attempts=config.api.max_attempts),
         )
         if session is not None:
-            summary = await run.run(session)
+            summary = await run.run(session, proxy_from_env=False)
         else:
             async with open_session(config.api) as own:
-                summary = await run.run(own)
+                summary = await run.run(own, proxy_from_env=True)
         if summary.stopped is None and config.store.auto_compact and store.needs_compaction():
             await asyncio.to_thread(store.compact)
     return summary
@@ -188,7 +188,7 @@ class _Run:
         self.error: Exception | None = None
         self.fetcher: JobFetcher | None = None  # made once the session is known
 
-    async def run(self, session: aiohttp.ClientSession) -> RunSummary:
+    async def run(self, session: aiohttp.ClientSession, *, proxy_from_env: bool) -> RunSummary:
         started = self.clock.monotonic()
         counts = count(self.plan, self.index)
         s = self.summary
@@ -202,7 +202,10 @@ class _Run:
                 and not self.plan.is_pending(job, "failed", self.index)
             ]
         self.progress.started(self.plan.command, counts, self.gate)
-        client = ApiClient(session, self.config.api, self.clock, self.config.harvest.zone())
+        zone = self.config.harvest.zone()
+        client = ApiClient(
+            session, self.config.api, self.clock, zone, proxy_from_env=proxy_from_env
+        )
         fetcher = self.fetcher = JobFetcher(
             self.config,
             client,

@@ -61,7 +61,10 @@ def api_secrets(api: ApiConfig) -> Iterable[str]:
 class ApiClient:
     """Fetches jobs' windows from the API with current credentials; see the module notes.
 
-    ``zone`` is the account's time zone, in which the server's date is read.
+    ``zone`` is the account's time zone, in which the server's date is read. With
+    ``proxy_from_env`` requests go through the proxy the environment names (``HTTPS_PROXY``...):
+    right for a session of :func:`~harvester.api.transport.open_session`, not for one a caller
+    injected to reach a server of its own (the demo's, a test's).
     """
 
     def __init__(
@@ -70,8 +73,10 @@ class ApiClient:
         api: ApiConfig,
         clock: Clock,
         zone: dt.tzinfo = dt.UTC,
+        *,
+        proxy_from_env: bool = False,
     ) -> None:
-        self._transport = Transport(session, api)
+        self._transport = Transport(session, api, proxy_from_env=proxy_from_env)
         self._scrubber = RedactSecrets()
         self._scrubber.add(api_secrets(api))
         self._zone = zone
@@ -79,6 +84,7 @@ class ApiClient:
         self.credentials = CredentialSource(api, clock, self._transport, self._scrubber)
         #: the server's current date, from the latest reply that had a Date (None before one)
         self.server_today: dt.date | None = None
+        self._last_date: str | None = None
 
     def redact(self, text: str) -> str:
         """``text`` without any secret this client knows, or a fragment of one."""
@@ -147,6 +153,10 @@ class ApiClient:
         return self._scrubber.redact_bytes(reply.body)
 
     def _learn_date(self, head: Head) -> None:
+        text = head.headers.get("Date")
+        if text == self._last_date:  # Date has 1 s resolution: most replies repeat the last one
+            return
+        self._last_date = text
         date = header_date(head.headers)
         if date is not None:
             today = dt.datetime.fromtimestamp(date, self._zone).date()

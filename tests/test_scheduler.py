@@ -23,10 +23,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from harvester import scheduler
 from harvester.api.client import ApiClient
 from harvester.api.credentials import RENEW_AFTER_SECONDS
 from harvester.config import ApiConfig, Config, Secret, load_config
-from harvester.errors import CredentialsError
+from harvester.errors import CredentialsError, HarvesterError
 from harvester.gate import GateSnapshot, QuotaGate
 from harvester.jobs import Job
 from harvester.plan import PlanCount, pull_plan
@@ -461,6 +462,33 @@ def test_job_order(tmp_path: Path, make_simulator: MakeSimulator, newest_first: 
 
 
 # -- stopping -------------------------------------------------------------------------------------
+
+
+def test_a_harvester_error_mid_run_stops_cleanly_keeps_the_work_and_propagates(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    """What the quota gate raises when the server refuses everything for windows on end (a
+    HarvesterError from ``gate.request()``): the run stops, flushes what is done, and the error
+    reaches the caller with its message (the CLI: one line, exit 1)."""
+    sim = make_simulator(today=TODAY)
+    config = _config(tmp_path, sim, phones=["ALL"], start=START, end=_end(10), concurrency=1)
+
+    class Refusing(QuotaGate):
+        def request(self) -> Any:
+            if sim.log.count() >= 3:
+                raise HarvesterError("the server refused every request for 3 windows")
+            return super().request()
+
+    original = scheduler.QuotaGate
+    scheduler.QuotaGate = Refusing  # type: ignore[misc]
+    try:
+        with pytest.raises(HarvesterError, match="refused every request"):
+            _run(config, days=10, retry=FAST_RETRY)
+    finally:
+        scheduler.QuotaGate = original  # type: ignore[misc]
+    sent = sim.log.count()
+    assert 3 <= sent <= 4  # a second worker may have had one on the wire
+    assert _assert_done_jobs_match_truth(tmp_path / "store", sim) == sent  # flushed, none lost
 
 
 def test_a_stop_while_waiting_for_quota_returns_at_once(

@@ -37,7 +37,7 @@ from harvester.api.outcomes import (
 )
 from harvester.api.reply import MAX_PLAUSIBLE_COUNT
 from harvester.clock import SystemClock
-from harvester.config import load_config
+from harvester.config import Config, load_config
 from harvester.plan import pull_plan
 from harvester.retrying import Backoff, retry_async, retry_sync
 from harvester.scheduler import RetryPolicy, harvest
@@ -157,23 +157,27 @@ def test_a_window_the_servers_day_has_not_passed_is_unfinished(tmp_path: Path) -
     assert today.server_today == dt.datetime.now(dt.UTC).date()
 
 
-def test_unreachable_and_lost_replies(tmp_path: Path) -> None:
-    """No listener: Unreachable (never sent). A server that hangs up: NoReply."""
-    config = load_config(
-        scripted_config(tmp_path, "http://127.0.0.1:9/api", phones=["ALL"], start=START, end=START),
-        env=ENV,
-    )
+def test_unreachable_and_lost_replies(tmp_path: Path, make_simulator: MakeSimulator) -> None:
+    """No listener: Unreachable (never sent). A server that hangs up: NoReply (it was sent)."""
+    dropping = make_simulator(today=TODAY, drop_rate=1.0)
+    outcomes = []
+    for url in ("http://127.0.0.1:9/api", dropping.base_url):
+        config = load_config(
+            scripted_config(tmp_path, url, phones=["ALL"], start=START, end=START), env=ENV
+        )
 
-    async def main() -> object:
-        async with aiohttp.ClientSession() as session:
-            client = ApiClient(session, config.api, SystemClock())
-            pair = await client.authorize()
-            assert not isinstance(pair, Unreachable)
-            return await client.fetch("/x", START, pair)
+        async def main(config: Config = config) -> object:
+            async with aiohttp.ClientSession() as session:
+                client = ApiClient(session, config.api, SystemClock())
+                pair = await client.authorize()
+                assert not isinstance(pair, Unreachable)
+                return await client.fetch("/path/20240301/20240301/ALL", START, pair)
 
-    outcome = asyncio.run(main())
-    assert isinstance(outcome, Unreachable) and "cannot connect" in outcome.reason
-    assert NoReply.__dataclass_fields__.keys() == {"head", "reason"}
+        outcomes.append(asyncio.run(main()))
+    refused, dropped = outcomes
+    assert isinstance(refused, Unreachable) and "cannot connect" in refused.reason
+    assert isinstance(dropped, NoReply) and dropped.reason.startswith("transport: ")
+    assert dropping.log.count(outcome="dropped") == 1
 
 
 # -- a 5xx storm ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import datetime as dt
 import json
@@ -405,3 +406,49 @@ def test_retry_helpers_retry_what_wait_for_allows_and_re_raise_the_last_error() 
     assert Backoff(1.0, 60.0, jitter=False).delay(3) == 4.0
     assert Backoff(1.0, 60.0, jitter=False).delay(10) == 60.0
     assert 0 <= Backoff(1.0, 60.0).delay(2) <= 2.0
+
+
+# -- the layer's boundaries -----------------------------------------------------------------------
+
+HARVESTER = Path(__file__).resolve().parent.parent / "harvester"
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The harvester modules ``path`` imports at run time (``if TYPE_CHECKING:`` blocks aside)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return {name for name in found if name.startswith("harvester")}
+
+
+def test_the_api_layer_imports_one_way() -> None:
+    """The API layer knows nothing of quotas, scheduling or storage; the store and the gate
+    nothing of the API layer but what they share (the item rows; the header readers)."""
+    for path in (HARVESTER / "api").glob("*.py"):
+        imports = _runtime_imports(path)
+        bad = {
+            i
+            for i in imports
+            if i.split(".")[1] in {"scheduler", "fetching", "store", "gate", "cli", "storm"}
+        }
+        assert not bad, f"{path.name} imports {bad}"
+    assert not {i for i in _runtime_imports(HARVESTER / "api/transport.py") if "credentials" in i}
+    assert not {i for i in _runtime_imports(HARVESTER / "api/credentials.py") if "client" in i}
+    for path in (HARVESTER / "store").glob("*.py"):
+        assert not {i for i in _runtime_imports(path) if i.startswith("harvester.api")}, path
+    gate = {i for i in _runtime_imports(HARVESTER / "gate.py") if i.startswith("harvester.api")}
+    assert {i.rsplit(".", 1)[0] for i in gate} <= {"harvester.api", "harvester.api.headers"}
+    for gone in ("client", "credentials", "reply", "rate_headers"):
+        assert not (HARVESTER / f"{gone}.py").exists()

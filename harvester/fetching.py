@@ -117,6 +117,8 @@ class JobFetcher:
                     self.summary.rate_limited += 1
                     continue
                 case Unauthorized():  # not counted by the server either
+                    if self.stop.is_set():
+                        return
                     renewed = await self.client.renew(credentials)
                     if not isinstance(renewed, Credentials):
                         waits += 1
@@ -125,7 +127,6 @@ class JobFetcher:
                 case Unfinished():
                     self._unfinished(job)
                     return
-            self.unreachable_since = None
             attempts += 1
             match outcome:
                 case Rows(rows=rows, body=body):
@@ -161,13 +162,16 @@ class JobFetcher:
         probe = await self.storm.wait_to_send()
         async with self.gate.request() as permit:
             self.sending.add(task)
+            outcome: Outcome | None = None  # stays None if a stop abandons the request
             try:
                 outcome = await self.client.fetch(job.path, job.window_end, credentials)
             finally:
                 self.sending.discard(task)
+                if not isinstance(outcome, Unreachable | Misconfigured):
+                    self.summary.requests += 1  # it left (an abandoned one may have, too)
             _tell_gate(permit, outcome)
         if not isinstance(outcome, Unreachable | Misconfigured):
-            self.summary.requests += 1
+            self.unreachable_since = None  # the server was heard from
         self.storm.record(_health(outcome), probe)
         return outcome
 

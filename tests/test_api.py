@@ -37,13 +37,14 @@ from harvester.api.outcomes import (
     Unreachable,
 )
 from harvester.api.reply import MAX_PLAUSIBLE_COUNT
-from harvester.clock import SystemClock
+from harvester.clock import LoopClock, SystemClock
 from harvester.config import Config, load_config
 from harvester.plan import pull_plan
 from harvester.retrying import Backoff, retry_async, retry_sync
 from harvester.scheduler import RetryPolicy, harvest
 from harvester.simulator.settings import DEFAULT_TEMP_PASSWORD
 from harvester.store import Store
+from harvester.storm import STORM_AFTER, StormBreaker, StormPolicy
 from tests.conftest import MakeSimulator
 from tests.scripted_api import ScriptedApi, empty_reply, scripted_config
 from tests.support import (
@@ -55,6 +56,7 @@ from tests.support import (
     stored_rows,
     write_config,
 )
+from tests.virtual_time import run_virtual
 
 TODAY = dt.date(2024, 3, 15)
 START = dt.date(2024, 3, 1)
@@ -452,3 +454,35 @@ def test_the_api_layer_imports_one_way() -> None:
     assert {i.rsplit(".", 1)[0] for i in gate} <= {"harvester.api", "harvester.api.headers"}
     for gone in ("client", "credentials", "reply", "rate_headers"):
         assert not (HARVESTER / f"{gone}.py").exists()
+
+
+def test_the_storm_breaker_with_the_real_pauses_on_virtual_time() -> None:
+    """Eight senders against a server that fails everything for an hour (virtual time, the
+    policy's real figures): five errors start the storm, then one probe per pause (15 s,
+    doubling to 5 minutes), and none while a probe is out; then one success ends it."""
+    sends: list[float] = []
+
+    async def main(clock: LoopClock) -> StormBreaker:
+        breaker = StormBreaker(StormPolicy(), clock)
+        began = clock.monotonic()
+        healthy_at = began + 3600
+
+        async def sender() -> None:
+            while clock.monotonic() < healthy_at + 60:
+                probe = await breaker.wait_to_send()
+                sends.append(clock.monotonic() - began)
+                await clock.sleep(0.2)  # the request's round trip
+                ok = clock.monotonic() >= healthy_at
+                breaker.record("ok" if ok else "server error", probe)
+                await clock.sleep(1.0)  # the job's own backoff
+
+        await asyncio.gather(*(sender() for _ in range(8)))
+        return breaker
+
+    breaker = run_virtual(main)
+    first_minute = [t for t in sends if t < 60]
+    storm_hour = [t for t in sends if 60 <= t < 3600]
+    assert len(first_minute) <= STORM_AFTER + 8 + 2  # the burst, what was on the wire, 2 probes
+    assert len(storm_hour) <= 14  # after 60 s, 120 s, 240 s, then every 300 s: ~13 an hour
+    assert breaker.storms == 1 and not breaker.in_storm  # healthy again after the hour
+    assert len([t for t in sends if t >= 3600]) > 100  # and sending at full pace

@@ -156,24 +156,30 @@ class JobFetcher:
             await self.clock.sleep(self.retry.delay(attempts, self.rng))
 
     async def _send(self, job: Job, credentials: Credentials) -> Outcome:
-        """One request of ``job`` through the storm breaker and the quota gate."""
+        """One request of ``job`` through the storm breaker and the quota gate. A storm that
+        began while this request waited for the gate holds it back: the permit is returned
+        unused (the gate charges nothing for it) and the request waits for the storm's probe."""
         task = asyncio.current_task()
         assert task is not None
-        probe = await self.storm.wait_to_send()
-        async with self.gate.request() as permit:
-            self.sending.add(task)
-            outcome: Outcome | None = None  # stays None if a stop abandons the request
-            try:
-                outcome = await self.client.fetch(job.path, job.window_end, credentials)
-            finally:
-                self.sending.discard(task)
-                if not isinstance(outcome, Unreachable | Misconfigured):
-                    self.summary.requests += 1  # it left (an abandoned one may have, too)
-            _tell_gate(permit, outcome)
-        if not isinstance(outcome, Unreachable | Misconfigured):
-            self.unreachable_since = None  # the server was heard from
-        self.storm.record(_health(outcome), probe)
-        return outcome
+        while True:
+            probe = await self.storm.wait_to_send()
+            async with self.gate.request() as permit:
+                if self.storm.holds(probe):
+                    permit.unsent()
+                    continue
+                self.sending.add(task)
+                outcome: Outcome | None = None  # stays None if a stop abandons the request
+                try:
+                    outcome = await self.client.fetch(job.path, job.window_end, credentials)
+                finally:
+                    self.sending.discard(task)
+                    if not isinstance(outcome, Unreachable | Misconfigured):
+                        self.summary.requests += 1  # it left (an abandoned one may have, too)
+                _tell_gate(permit, outcome)
+            if not isinstance(outcome, Unreachable | Misconfigured):
+                self.unreachable_since = None  # the server was heard from
+            self.storm.record(_health(outcome), probe)
+            return outcome
 
     def _not_over(self, job: Job) -> bool:
         """A job whose window the server's day has not passed is not sent: its reply would

@@ -48,9 +48,10 @@ class StormPolicy:
 class StormBreaker:
     """Counts server errors in a row and, in a storm, holds senders until a probe is due.
 
-    Senders call :meth:`wait_to_send` before asking the quota gate for a permit, and report what
-    came back with :meth:`record` (``"no answer"`` for a lost reply or no connection: it says
-    nothing about the server's health, so it neither starts nor ends a storm).
+    Senders call :meth:`wait_to_send` before asking the quota gate for a permit, ask
+    :meth:`holds` again once they have it, and report what came back with :meth:`record`
+    (``"no answer"`` for a lost reply or no connection: it says nothing about the server's
+    health, so it neither starts nor ends a storm).
     """
 
     def __init__(self, policy: StormPolicy, clock: Clock) -> None:
@@ -83,6 +84,11 @@ class StormBreaker:
             self._changed.clear()
             await self._changed.wait()
         return False
+
+    def holds(self, probe: bool) -> bool:
+        """Whether a sender let through before a storm began must not send after all (it
+        waited for a quota permit meanwhile); a probe never is."""
+        return self._until is not None and not probe
 
     def record(self, verdict: Verdict, probe: bool) -> None:
         """What a request sent after :meth:`wait_to_send` came to (``probe``: what it said)."""

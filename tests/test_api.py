@@ -304,11 +304,16 @@ def test_an_implausible_counter_is_quarantined_and_the_views_still_sum(tmp_path:
     assert report.returncode == 0, report.stderr
 
 
+# The peak resident set of the CLI process itself: VmHWM starts afresh at exec, whereas getrusage's
+# ru_maxrss carries over the forking parent's (pytest's) high-water mark.
 MEASURE_RSS = """
-import atexit, resource, sys
+import atexit, re, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-atexit.register(lambda: out.write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+def peak():
+    status = Path("/proc/self/status").read_text()
+    out.write_text(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+atexit.register(peak)
 sys.argv = ["harvester", *sys.argv[2:]]
 from harvester.cli import main
 main()
@@ -361,11 +366,11 @@ def test_a_30_mb_reply_is_not_read_past_the_cap_and_memory_stays_bounded(
     assert summary["done"] == 2
     assert ["max_reply_bytes" in f["reason"] for f in summary["failed"]] == [True]
     (quarantined,) = Store(big_dir / "store").quarantine()
-    assert len(quarantined.body) == (16 * 2**20 if chunked else 0)  # what was read, no more
+    assert len(quarantined.body) == (2**20 if chunked else 0)  # the first MiB of what was read
     grew_mb = (rss - baseline_rss) / 1024
     print(f"peak RSS: {baseline_rss / 1024:.0f} MB for empty replies, {rss / 1024:.0f} MB with "
           f"a 30 MB one (+{grew_mb:.0f} MB)")  # fmt: skip
-    assert grew_mb < 120, f"a 30 MB reply added {grew_mb:.0f} MB"
+    assert grew_mb < 60, f"a 30 MB reply added {grew_mb:.0f} MB"
 
 
 # -- the retry helper -----------------------------------------------------------------------------

@@ -38,6 +38,9 @@ from harvester.errors import ConfigError
 
 # Bytes read from the socket at a time while a body is read within its cap.
 READ_CHUNK_BYTES = 256 * 1024
+# What is kept of a reply over the cap, for the quarantine: its first MiB shows what it was (an
+# HTML page, a runaway list) without putting megabytes into the raw archive and memory.
+OVERSIZED_KEPT_BYTES = 2**20
 
 
 class SendFailed(Exception):
@@ -51,7 +54,8 @@ class SendFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class RawReply:
     """Status, headers and the body as received; ``oversized`` when the body was longer than
-    ``api.max_reply_bytes`` and only its beginning (at most that many bytes) was read."""
+    ``api.max_reply_bytes``: then ``body`` is its first :data:`OVERSIZED_KEPT_BYTES` at most
+    (nothing when its Content-Length said so before it was read)."""
 
     head: Head
     body: bytes
@@ -168,7 +172,7 @@ class Transport:
             body += chunk
             if len(body) > limit:
                 resp.close()
-                return bytes(body[:limit]), True
+                return bytes(body[:OVERSIZED_KEPT_BYTES]), True
         return bytes(body), False
 
     def _not_connected(

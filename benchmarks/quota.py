@@ -85,11 +85,11 @@ from typing import Any
 import aiohttp
 from aiolimiter import AsyncLimiter
 
+from harvester.api.reply import parse_reply
 from harvester.config import ApiConfig, Config, HarvestConfig, QuotaConfig, Secret, StoreConfig
 from harvester.errors import ReplyError
 from harvester.jobs import Grain
 from harvester.plan import pull_plan
-from harvester.reply import parse_reply
 from harvester.scheduler import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, RetryPolicy, harvest
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.simulator.quota import AccountQuota

@@ -51,8 +51,9 @@ from typing import Any
 
 from _common import machine
 
+from harvester.api.reply import parse_reply
+from harvester.items import ItemRows as ParsedReply
 from harvester.jobs import Job
-from harvester.reply import ParsedReply, parse_reply
 from harvester.simulator.traffic import Counts, Key, add_counts, day_counts
 from harvester.simulator.wire import render_body
 from harvester.store import FetchMeta, Store

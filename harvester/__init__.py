@@ -29,7 +29,7 @@ _EXPORTS = {
     "pull_plan": "harvester.plan",
     "sync_plan": "harvester.plan",
     "harvest": "harvester.scheduler",
-    "RunSummary": "harvester.scheduler",
+    "RunSummary": "harvester.summary",
     "QuotaGate": "harvester.gate",
     "Store": "harvester.store",
     "connect": "harvester.analysis",
@@ -60,8 +60,9 @@ if TYPE_CHECKING:
     from harvester.gate import QuotaGate
     from harvester.jobs import Grain, Job
     from harvester.plan import Plan, pull_plan, sync_plan
-    from harvester.scheduler import RunSummary, harvest
+    from harvester.scheduler import harvest
     from harvester.store import Store
+    from harvester.summary import RunSummary
 
 
 def __getattr__(name: str) -> Any:

@@ -59,6 +59,7 @@ MAX_LOOKBACK_DAYS = 366  # late data arrives within days; a year keeps lookbacks
 MAX_FLUSH_JOBS = 100_000  # jobs held in memory until a flush (default 500); a store file holds
 # fewer than 2**24 records (store.schema.MAX_RECORDS_PER_FILE)
 MAX_FLUSH_SECONDS = 3_600.0  # a crash loses at most this much fetched work
+MAX_REPLY_BYTES = 2**30  # the cap on one reply (default 16 MiB); a GiB still fits in memory
 # tomllib (3.11) reports where a syntax error is only inside its message.
 _TOML_WHERE = re.compile(r"\(at line (\d+), column \d+\)")
 _TOML_SECTION = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
@@ -102,6 +103,10 @@ class ApiConfig:
     concurrency: int = 4
     timeout_seconds: float = 120.0
     max_attempts: int = 6
+    # A reply longer than this is not read further and is quarantined. Real replies are a few KB
+    # (a month of ALL is ~100 KB); 16 MiB is two orders of magnitude above anything real.
+    max_reply_bytes: int = 16 * 2**20
+    ca_bundle: Path | None = None  # a PEM file of extra CAs to trust (a company proxy's own)
 
     @property
     def uses_account(self) -> bool:
@@ -303,6 +308,8 @@ def _load_api(
     concurrency = s.positive("concurrency", ApiConfig.concurrency, MAX_CONCURRENCY)
     timeout = s.seconds("timeout_seconds", ApiConfig.timeout_seconds, MAX_TIMEOUT_SECONDS)
     max_attempts = s.positive("max_attempts", ApiConfig.max_attempts, MAX_ATTEMPTS)
+    max_reply_bytes = s.positive("max_reply_bytes", ApiConfig.max_reply_bytes, MAX_REPLY_BYTES)
+    ca_bundle = _ca_bundle(s, path)
     s.check_unknown()
     if login is not None and password is None:
         raise ConfigError(
@@ -318,6 +325,8 @@ def _load_api(
         concurrency=concurrency,
         timeout_seconds=timeout,
         max_attempts=max_attempts,
+        max_reply_bytes=max_reply_bytes,
+        ca_bundle=ca_bundle,
     )
 
 
@@ -338,6 +347,18 @@ def _check_base_url(base_url: str, where: str) -> None:
         raise ConfigError(f"{where}: port 0 is not a port one can connect to: {base_url!r}")
     if any(c.isspace() or not c.isprintable() for c in base_url):
         raise ConfigError(f"{where}: must not contain spaces or control characters")
+
+
+def _ca_bundle(s: Section, config_path: Path) -> Path | None:
+    raw = s.get("ca_bundle", str, None)
+    if raw is None:
+        return None
+    bundle = Path(raw).expanduser()
+    if not bundle.is_absolute():
+        bundle = config_path.parent / bundle
+    if not bundle.is_file():
+        raise ConfigError(f"{s.where('ca_bundle')}: no such file: {bundle}")
+    return bundle
 
 
 def _warn_if_readable_by_others(path: Path, warn: Callable[[str], None]) -> None:

@@ -8,9 +8,13 @@
     ├── StoreWriteError            a write failed mid-run (disk full): exit 1, flushed data kept
     ├── CredentialsError           the API rejected the credentials (401) or they expired: exit 3
     ├── QuotaStalled               the API refuses every request (429) for windows on end: exit 1
-    ├── ReplyError                 invalid reply body; retried, then quarantined
-    ├── JobFailed                  a job failed for good (400/405, retries spent); run goes on
-    └── Interrupted                SIGINT/SIGTERM after a clean stop: exit 130
+    └── ReplyError                 invalid reply body (inside the API layer: it becomes an
+                                   InvalidBody outcome, retried, then quarantined)
+
+A misconfigured ``api.base_url`` found by the first request (its host does not resolve, TLS
+fails) is a ConfigError. What happens to single jobs is not an exception at all: the API layer
+classifies every exchange into a typed outcome (:mod:`harvester.api.outcomes`), and a stop on
+SIGINT/SIGTERM/SIGHUP is a summary that says so (exit 130), not an error.
 
 Library code raises these; only the CLI (``harvester.cli``) turns them into exit codes and one-line
 messages. Messages never contain secrets: credentials are redacted where they are produced.
@@ -63,18 +67,3 @@ class QuotaStalled(HarvesterError):
 
 class ReplyError(HarvesterError):
     """A reply body is not a valid Diagnostic Flow answer (not JSON, wrong shape, bad counts)."""
-
-
-class JobFailed(HarvesterError):
-    """One job failed for good; carries the reason that goes into the ledger."""
-
-    def __init__(self, reason: str, *, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-class Interrupted(HarvesterError):
-    """Stopped by SIGINT/SIGTERM after finishing or abandoning in-flight work cleanly."""
-
-    exit_code = 130

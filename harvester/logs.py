@@ -5,43 +5,83 @@ The redaction filter is a safety net for what we do not control (a library's exc
 every record is rendered once and any secret, its base64 form, or any ``Basic <token>`` value
 becomes ``***`` -- in the message, in an attached traceback and in stack info alike. The CLI's
 one-line errors go through :func:`redact` too.
+
+A secret is redacted in part as well as whole: any run of :data:`MIN_SECRET_FRAGMENT` or more of
+its characters, so that a message cut short (a server's error text shortened to 60 characters)
+cannot carry a prefix of a password past the filter. :class:`RedactSecrets` is also what the API
+layer uses to clean a server's text and bodies before they reach the store.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
+from typing import AnyStr
 
 LOG_FORMAT = "%(asctime)s harvester %(levelname)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 REDACTED = "***"
+# The shortest piece of a secret that is redacted on its own. Six characters of a random password
+# are a 1-in-10^9 guess or more, while a shorter run would start to hit ordinary words and dates;
+# anything shorter than this of a secret may pass (the whole secret, however short, never does).
+MIN_SECRET_FRAGMENT = 6
 # An HTTP basic-auth value (RFC 7617) wherever it appears, whatever its login and password were:
 # "Basic " and base64 of "login:password" (checked by decoding, so prose is left alone).
 _BASIC_AUTH = re.compile(r"\b(Basic\s+)([A-Za-z0-9+/]{4,}={0,2})")
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces every known secret in a record's final message."""
+    """Replaces every known secret, and every fragment of one, in a record's final message."""
 
     def __init__(self) -> None:
         super().__init__()
         self.needles: set[str] = set()
+        self._fragments: set[str] = set()  # every MIN_SECRET_FRAGMENT-long piece of a needle
+        self._short: set[str] = set()  # needles shorter than that, matched whole
 
     def add(self, secrets: Iterable[str]) -> None:
         for secret in secrets:
             if secret:
-                self.needles.add(secret)
-                self.needles.add(base64.b64encode(secret.encode()).decode())
+                for form in _written_forms(secret):
+                    self.needles.add(form)
+                    if len(form) < MIN_SECRET_FRAGMENT:
+                        self._short.add(form)
+                    else:
+                        self._fragments.update(
+                            form[i : i + MIN_SECRET_FRAGMENT]
+                            for i in range(len(form) - MIN_SECRET_FRAGMENT + 1)
+                        )
 
     def redact(self, text: str) -> str:
-        """``text`` with every known secret and basic-auth value replaced by ``***``."""
-        # longest first: a secret's base64 form may contain a shorter secret
-        for needle in sorted(self.needles, key=len, reverse=True):
-            text = text.replace(needle, REDACTED)
+        """``text`` with every known secret (or a piece of one of MIN_SECRET_FRAGMENT characters
+        or more) and every basic-auth value replaced by ``***``."""
+        text = _replace_spans(text, self._spans(text, self._short, self._fragments), REDACTED)
         return _BASIC_AUTH.sub(_redact_basic_auth, text)
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """Like :meth:`redact` for a body as received (the secrets' UTF-8 bytes)."""
+        short = {n.encode() for n in self._short}
+        fragments = {f.encode() for f in self._fragments}
+        return _replace_spans(data, self._spans(data, short, fragments), REDACTED.encode())
+
+    def holds_a_secret(self, data: bytes) -> bool:
+        """Whether ``data`` holds a whole secret (a cheap check: one search per secret)."""
+        return any(needle.encode() in data for needle in self.needles)
+
+    @staticmethod
+    def _spans(text: AnyStr, short: set[AnyStr], fragments: set[AnyStr]) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        for needle in itertools.chain(short, fragments):
+            at = text.find(needle)
+            while at != -1:
+                spans.append((at, at + len(needle)))
+                at = text.find(needle, at + 1)
+        return spans
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = self.redact(record.getMessage()), None
@@ -52,6 +92,36 @@ class RedactSecrets(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
+
+
+def _written_forms(secret: str) -> set[str]:
+    """A secret as it may appear in what a server sends back: as is, base64-encoded (a basic-auth
+    token), and JSON-escaped (quotes, backslashes, and the slashes PHP escapes)."""
+    escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+    return {
+        secret,
+        base64.b64encode(secret.encode()).decode(),
+        escaped,
+        escaped.replace("/", "\\/"),
+    }
+
+
+def _replace_spans(text: AnyStr, spans: list[tuple[int, int]], mark: AnyStr) -> AnyStr:
+    """``text`` with the union of ``spans`` replaced, each run of overlapping ones by one mark."""
+    if not spans:
+        return text
+    spans.sort()
+    pieces: list[AnyStr] = []
+    kept = 0
+    start, end = spans[0]
+    for s, e in spans[1:]:
+        if s <= end:
+            end = max(end, e)
+            continue
+        pieces += [text[kept:start], mark]
+        kept, (start, end) = end, (s, e)
+    pieces += [text[kept:start], mark, text[end:]]
+    return text[:0].join(pieces)
 
 
 def _redact_basic_auth(match: re.Match[str]) -> str:

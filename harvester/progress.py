@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from harvester.gate import GateSnapshot, QuotaGate
     from harvester.plan import PlanCount
-    from harvester.scheduler import RunSummary
+    from harvester.summary import RunSummary
 
 log = logging.getLogger("harvester")
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from harvester import harvest, load_config, pull_plan
+from harvester.api.reply import parse_reply
 from harvester.errors import ReplyError
-from harvester.reply import parse_reply
 from harvester.scheduler import RetryPolicy, RunSummary
 from harvester.simulator import SimulatorServer
 from harvester.store import Store

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harvester.api.reply import MAX_PLAUSIBLE_COUNT, parse_reply
 from harvester.errors import ReplyError
-from harvester.reply import COLUMNS, COUNTER_FIELDS, INT64_MAX, ParsedReply, parse_reply
+from harvester.items import COLUMNS, COUNTER_FIELDS, ItemRows, item_schema
 
 URL = "https://demos.plumgroup.com/vxml/start.php"
 
@@ -79,12 +80,28 @@ def test_whole_floats_are_counts_and_extra_keys_are_ignored() -> None:
     assert type(parsed.visits[0]) is int
 
 
-def test_int64_limits() -> None:
-    assert parse_reply(body({"applications": {URL: [item(visits=INT64_MAX)]}})).visits == [
-        INT64_MAX
-    ]
-    with pytest.raises(ReplyError, match="int64"):
-        parse_reply(body({"applications": {URL: [item(visits=INT64_MAX + 1)]}}))
+def test_counters_up_to_the_plausible_bound_are_accepted() -> None:
+    parsed = parse_reply(body({"applications": {URL: [item(visits=MAX_PLAUSIBLE_COUNT)]}}))
+    assert parsed.visits == [MAX_PLAUSIBLE_COUNT]
+    whole = parse_reply(body({"applications": {URL: [item(visits=float(MAX_PLAUSIBLE_COUNT))]}}))
+    assert whole.visits == [MAX_PLAUSIBLE_COUNT]
+
+
+@pytest.mark.parametrize(
+    "value", [MAX_PLAUSIBLE_COUNT + 1, 2**63 - 1, 2**63, 2**80, 1e15, float(2**63)]
+)
+def test_implausibly_large_counters_are_rejected(value: float) -> None:
+    """2^63-1 fits the INT64 column, but one such row breaks every view's sums (issue 12.8)."""
+    for name in COUNTER_FIELDS:
+        with pytest.raises(ReplyError, match=f"{name} is implausibly large"):
+            parse_reply(body({"applications": {URL: [item(**{name: value})]}}))
+
+
+def test_rows_convert_to_arrow_in_the_item_schema() -> None:
+    parsed = parse_reply(body({"applications": {URL: [item(visits=7), item(page="b.php")]}}))
+    batch = parsed.to_arrow()
+    assert batch.schema == item_schema() and batch.num_rows == 2
+    assert [tuple(r.values()) for r in batch.to_pylist()] == list(parsed.rows())
 
 
 def test_an_error_key_with_null_is_not_an_error() -> None:
@@ -136,7 +153,7 @@ def test_invalid_bodies(raw: bytes, reason: str) -> None:
         ({"nomatch": "3"}, "nomatch is a string"),
         ({"noinput": None}, "noinput is null"),
         ({"transfer": [1]}, "transfer is a list"),
-        ({"disconnect": 1e300}, "not a whole count"),
+        ({"disconnect": 1e300}, "implausibly large"),
         ({"page": 3}, "page is a number"),
         ({"item": None}, "item is null"),
         ({"form": "\ud800"}, "lone UTF-16 surrogate"),
@@ -178,7 +195,7 @@ def _never_raises_anything_else(raw: bytes) -> None:
         parsed = parse_reply(raw)
     except ReplyError:
         return
-    assert isinstance(parsed, ParsedReply)
+    assert isinstance(parsed, ItemRows)
     lengths = {len(getattr(parsed, name)) for name in COLUMNS}
     assert len(lengths) == 1
 
@@ -207,7 +224,7 @@ def test_arbitrary_applications(value: Any) -> None:
     _never_raises_anything_else(json.dumps({"applications": value}).encode())
 
 
-counts = st.integers(min_value=0, max_value=INT64_MAX)
+counts = st.integers(min_value=0, max_value=MAX_PLAUSIBLE_COUNT)
 valid_items = st.fixed_dictionaries(
     {"page": st.text(), "form": st.text(), "item": st.text()}
     | {name: counts for name in COUNTER_FIELDS}

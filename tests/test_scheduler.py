@@ -23,9 +23,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from harvester import scheduler
+from harvester.api.client import ApiClient
+from harvester.api.credentials import RENEW_AFTER_SECONDS
 from harvester.config import ApiConfig, Config, Secret, load_config
-from harvester.credentials import RENEW_AFTER_SECONDS, CredentialSource
-from harvester.errors import CredentialsError
+from harvester.errors import CredentialsError, HarvesterError
 from harvester.gate import GateSnapshot, QuotaGate
 from harvester.jobs import Job
 from harvester.plan import PlanCount, pull_plan
@@ -264,14 +266,14 @@ def test_account_credentials_are_renewed_before_they_expire(
     clock = _ManualClock()
 
     async def main() -> None:
-        source = CredentialSource(_account_api(sim, with_pair=True), clock)
         async with aiohttp.ClientSession() as session:
-            first = await source.current(session)
+            source = ApiClient(session, _account_api(sim, with_pair=True), clock).credentials
+            first = await source.current()
             assert first.login == sim.credentials[0]  # the configured pair, no auth call
             clock.t += RENEW_AFTER_SECONDS - 60
-            assert await source.current(session) is first
+            assert await source.current() is first
             clock.t += 120  # 23 hours of use: renew ahead of Plum's 24
-            pairs = await asyncio.gather(*(source.current(session) for _ in range(4)))
+            pairs = await asyncio.gather(*(source.current() for _ in range(4)))
             assert len({p.login for p in pairs}) == 1 and pairs[0].generation == 1
             assert source.renewals == 1
 
@@ -284,13 +286,13 @@ def test_the_auth_calls_own_limit_is_respected(make_simulator: MakeSimulator) ->
     clock = _ManualClock()
 
     async def main() -> None:
-        source = CredentialSource(_account_api(sim), clock)
         async with aiohttp.ClientSession() as session:
+            source = ApiClient(session, _account_api(sim), clock).credentials
             began = clock.t
             for _ in range(16):
-                pair = await source.current(session)
+                pair = await source.current()
                 source.accepted(pair)
-                await source.renew(session, stale=pair)
+                await source.renew(pair)
             assert clock.t - began >= 900 - 1  # the 16th call waited for the window to pass
 
     asyncio.run(main())
@@ -302,12 +304,12 @@ def test_a_429_from_auth_waits_for_its_reset(make_simulator: MakeSimulator) -> N
     clock = _ManualClock()
 
     async def main() -> None:
-        source = CredentialSource(_account_api(sim), clock)
         async with aiohttp.ClientSession() as session:
-            pair = await source.current(session)
+            source = ApiClient(session, _account_api(sim), clock).credentials
+            pair = await source.current()
             source.accepted(pair)
             began = time.monotonic()
-            fresh = await source.renew(session, stale=pair)
+            fresh = await source.renew(pair)
             assert fresh.generation == 1
             assert time.monotonic() - began < 4
 
@@ -330,11 +332,11 @@ def test_a_static_pair_cannot_be_renewed(make_simulator: MakeSimulator) -> None:
     api = ApiConfig(base_url=sim.base_url, login=login, password=Secret(password))
 
     async def main() -> None:
-        source = CredentialSource(api, _ManualClock())
         async with aiohttp.ClientSession() as session:
-            pair = await source.current(session)
+            source = ApiClient(session, api, _ManualClock()).credentials
+            pair = await source.current()
             with pytest.raises(CredentialsError, match="401"):
-                await source.renew(session, stale=pair)
+                await source.renew(pair)
 
     asyncio.run(main())
     assert sim.log.count() == 0
@@ -460,6 +462,33 @@ def test_job_order(tmp_path: Path, make_simulator: MakeSimulator, newest_first: 
 
 
 # -- stopping -------------------------------------------------------------------------------------
+
+
+def test_a_harvester_error_mid_run_stops_cleanly_keeps_the_work_and_propagates(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    """What the quota gate raises when the server refuses everything for windows on end (a
+    HarvesterError from ``gate.request()``): the run stops, flushes what is done, and the error
+    reaches the caller with its message (the CLI: one line, exit 1)."""
+    sim = make_simulator(today=TODAY)
+    config = _config(tmp_path, sim, phones=["ALL"], start=START, end=_end(10), concurrency=1)
+
+    class Refusing(QuotaGate):
+        def request(self) -> Any:
+            if sim.log.count() >= 3:
+                raise HarvesterError("the server refused every request for 3 windows")
+            return super().request()
+
+    original = scheduler.QuotaGate
+    scheduler.QuotaGate = Refusing  # type: ignore[misc]
+    try:
+        with pytest.raises(HarvesterError, match="refused every request"):
+            _run(config, days=10, retry=FAST_RETRY)
+    finally:
+        scheduler.QuotaGate = original  # type: ignore[misc]
+    sent = sim.log.count()
+    assert 3 <= sent <= 4  # a second worker may have had one on the wire
+    assert _assert_done_jobs_match_truth(tmp_path / "store", sim) == sent  # flushed, none lost
 
 
 def test_a_stop_while_waiting_for_quota_returns_at_once(

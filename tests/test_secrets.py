@@ -25,13 +25,15 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from harvester.api.credentials import Credentials
 from harvester.cli import cli
 from harvester.config import Secret, load_config
-from harvester.credentials import Credentials
-from harvester.logs import RedactSecrets
+from harvester.logs import MIN_SECRET_FRAGMENT, RedactSecrets
 from harvester.simulator import Simulator, SimulatorServer, SimulatorSettings
-from harvester.store import schema
+from harvester.simulator.settings import DEFAULT_TEMP_LOGIN
+from harvester.store import Store, schema
 from tests.conftest import MakeSimulator
+from tests.scripted_api import ScriptedApi, scripted_config
 from tests.support import PASSWORD_ENV, cli_env, run_cli, write_config
 
 TODAY = dt.date(2024, 3, 15)
@@ -323,3 +325,75 @@ def test_the_log_safety_net_redacts_messages_tracebacks_and_basic_auth() -> None
         "Basic authentication is described in RFC 7617"
     )
     assert json.dumps(redactor.redact(f"x{b64(f'abc:{PASSWORD}')}x")) == '"x***x"'
+
+
+# -- a server's text: echoed credentials, cut short, in every kind of reply (issue 12.4) ---------
+
+
+def fragments(secret: str, shortest: int = MIN_SECRET_FRAGMENT) -> dict[str, str]:
+    """Every piece of ``secret`` of ``shortest`` characters (longer pieces contain one)."""
+    return {
+        f"{secret[:3]}... fragment {secret[i : i + shortest]!r}": secret[i : i + shortest]
+        for i in range(len(secret) - shortest + 1)
+    }
+
+
+def test_server_text_that_echoes_the_credentials_is_redacted_everywhere(tmp_path: Path) -> None:
+    """A 400 that echoes the login, password and Authorization header; a 200 ``{"error": ...}``
+    whose text the parser cuts at 60 characters in the middle of the password; a 500 page and a
+    data reply holding it: the password (nor any 6-character piece of it) and the basic-auth
+    value appear nowhere in stdout, stderr or any store file, raw or decoded."""
+    login = DEFAULT_TEMP_LOGIN
+    token = b64(f"{login}:{PASSWORD}")
+
+    def answer(path: str) -> tuple[int, bytes]:
+        heard = server.seen[-1].authorization or ""
+        echo = f"login {login} password {PASSWORD} header {heard}"
+        day = path.split("/")[2]
+        if day == "20240301":
+            return 400, json.dumps({"error": f"bad request ({echo})"}).encode()
+        if day == "20240302":  # 50 characters, then the password: a cut at 57 keeps 7 of it
+            return 200, json.dumps({"error": "x" * 50 + PASSWORD}).encode()
+        if day == "20240303":
+            return 500, f"<html><pre>{echo}</pre></html>".encode()
+        if day == "20240304":
+            items = [{"page": PASSWORD, "form": "f", "item": "i", "visits": 1, "filled": 1,
+                      "nomatch": 0, "noinput": 0, "transfer": 0, "disconnect": 0}]  # fmt: skip
+            return 200, json.dumps({"applications": {"https://x": items}}).encode()
+        return 200, b'{"applications": {}}'
+
+    server = ScriptedApi(answer)
+    try:
+        config = scripted_config(
+            tmp_path, server.base_url(), phones=["ALL"], start=START, end=dt.date(2024, 3, 5)
+        )
+        env = cli_env(**{PASSWORD_ENV: PASSWORD})
+        runs = [
+            run_cli(["-vv", "pull", "-c", str(config), "--json", *CLI_TODAY], env=env),
+            run_cli(["pull", "-c", str(config), *CLI_TODAY], env=env),  # the text summary
+            run_cli(["query", "-c", str(config), "--format", "json", "raw_replies"], env=env),
+            run_cli(["query", "-c", str(config), "--format", "json", "ledger_latest"], env=env),
+            run_cli(["status", "-c", str(config), "--gaps"], env=env),
+        ]
+    finally:
+        server.stop()
+    first = runs[0]
+    assert first.returncode == 1, first.stderr
+    reasons = {f["window_start"]: f["reason"] for f in json.loads(first.stdout)["failed"]}
+    assert reasons["2024-03-01"].startswith("HTTP 400: bad request (login ***")
+    assert reasons["2024-03-02"].startswith("invalid reply: error reply: xxxxx")
+    assert reasons["2024-03-03"].startswith("HTTP 500")
+    assert reasons["2024-03-04"].startswith("invalid reply: it echoes a credential")
+    assert all(run.returncode in (0, 1) for run in runs), [r.stderr for r in runs]
+    quarantined = {q.request_path.split("/")[2] for q in Store(tmp_path / "store").quarantine()}
+    assert quarantined == {"20240302", "20240304"}
+
+    secrets = {"password": PASSWORD, "basic auth": token, "login": login, **fragments(PASSWORD)}
+    for run in runs:
+        assert_clean(f"the output of {run.args[3:5]}", run.stdout + run.stderr, secrets)
+    files = list(every_file(tmp_path / "store"))
+    assert any(p.name.endswith(".parquet") for p in files)
+    for path in files:
+        assert_clean(str(path), path.read_bytes(), secrets)
+        if path.suffix == ".parquet":
+            assert_clean(f"{path} (decoded)", parquet_text(path), secrets)

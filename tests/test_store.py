@@ -17,9 +17,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from harvester.api.reply import parse_reply
 from harvester.errors import StoreError, StoreLockedError, StoreWriteError
+from harvester.items import ItemRows as ParsedReply
 from harvester.jobs import Grain, Job, period_end, period_start
-from harvester.reply import ParsedReply, parse_reply
 from harvester.store import FetchMeta, Store, base_views_sql, connect_base
 from harvester.store import writer as writer_module
 from harvester.store.files import write_parquet

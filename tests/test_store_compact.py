@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from harvester.api.reply import parse_reply
 from harvester.jobs import Job
-from harvester.reply import parse_reply
 from harvester.store import FetchMeta, Store, connect_base, retry_read
 from harvester.store import writer as writer_module
 from harvester.store.compact import COMPACT_FILES_THRESHOLD

@@ -26,7 +26,7 @@ KILLS = 12
 CHILD = r"""
 import datetime as dt, json, random, sys
 from harvester.jobs import Job
-from harvester.reply import parse_reply
+from harvester.api.reply import parse_reply
 from harvester.store import FetchMeta, Store
 
 root, seed = sys.argv[1], int(sys.argv[2])

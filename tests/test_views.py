@@ -16,8 +16,9 @@ import duckdb
 import pytest
 
 from harvester.demo import SHOWCASE
+from harvester.items import COLUMNS
+from harvester.items import ItemRows as ParsedReply
 from harvester.jobs import Job
-from harvester.reply import COLUMNS, ParsedReply
 from harvester.simulator import (
     APPLICATIONS,
     MENU,

@@ -26,7 +26,7 @@ everything (:mod:`.stall`). The parts, one concept each:
 - :mod:`.memory`: the last window, carried from one run to the next;
 - :mod:`.waiter`: :class:`QuotaGate`, the async part (concurrency, aiolimiter pacing, sleeping);
 - beside the package, :mod:`harvester.server_clock` keeps the server clock's offset and
-  :mod:`harvester.rate_headers` reads the headers.
+  :mod:`harvester.api.headers` reads the headers.
 
 How the budget is known
 -----------------------

@@ -19,8 +19,8 @@ import itertools
 import logging
 import math
 
+from harvester.api.headers import DATE_RESOLUTION_SECONDS
 from harvester.gate.notes import OnceLog, log
-from harvester.rate_headers import DATE_RESOLUTION_SECONDS
 
 # A Reset this far from a multiple of the window is not a window end (the documented resets are
 # exact multiples of 900; two seconds forgives a server that rounds its clock differently), nor

@@ -17,13 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from harvester.gate.fallback import SlidingLog
-from harvester.gate.grid import RESET_LEARN_MAX_AHEAD_SECONDS, WindowGrid, parse_reset
-from harvester.gate.memory import LastWindow
-from harvester.gate.notes import OnceLog, log
-from harvester.gate.stall import RefusalWatch, describe
-from harvester.gate.windows import Sent, Window, WindowBooks
-from harvester.rate_headers import (
+from harvester.api.headers import (
     DATE_RESOLUTION_SECONDS,
     LIMIT_HEADER,
     REMAINING_HEADER,
@@ -33,6 +27,12 @@ from harvester.rate_headers import (
     header_text,
     retry_after,
 )
+from harvester.gate.fallback import SlidingLog
+from harvester.gate.grid import RESET_LEARN_MAX_AHEAD_SECONDS, WindowGrid, parse_reset
+from harvester.gate.memory import LastWindow
+from harvester.gate.notes import OnceLog, log
+from harvester.gate.stall import RefusalWatch, describe
+from harvester.gate.windows import Sent, Window, WindowBooks
 from harvester.server_clock import OffsetEstimate
 
 # Sent this long after the local time at which the server's reset has surely passed: absorbs float

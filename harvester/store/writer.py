@@ -32,9 +32,8 @@ import pyarrow as pa
 
 from harvester import __version__
 from harvester.errors import StoreError, StoreWriteError
-from harvester.items import COLUMNS
+from harvester.items import COLUMNS, ItemRows
 from harvester.jobs import Job
-from harvester.reply import ParsedReply
 from harvester.store import schema as s
 from harvester.store.files import publish, remove, write_parquet
 
@@ -94,7 +93,7 @@ class FlushResult:
 class _Entry:
     job: Job
     state: str  # "done" | "failed"
-    parsed: ParsedReply | None
+    parsed: ItemRows | None
     body: bytes | None
     meta: FetchMeta
     fetch_id: int
@@ -145,7 +144,7 @@ class StoreWriter:
 
     # -- the loop thread's side --------------------------------------------------------------
 
-    def record_done(self, job: Job, parsed: ParsedReply, raw_body: bytes, meta: FetchMeta) -> None:
+    def record_done(self, job: Job, parsed: ItemRows, raw_body: bytes, meta: FetchMeta) -> None:
         """Buffer a job whose reply parsed: its rows replace any earlier fetch of the job."""
         self._add(_Entry(job, "done", parsed, raw_body, meta, 0))
 

@@ -26,15 +26,17 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import mktime_tz, parsedate_tz
 from functools import cached_property
 
-import aiohttp
-
+from harvester.api.headers import RESET_HEADER, header_date, header_int
+from harvester.api.outcomes import NoReply
+from harvester.api.reply import error_message
+from harvester.api.transport import SendFailed, Transport
 from harvester.clock import Clock
 from harvester.config import ApiConfig, Secret
 from harvester.errors import CredentialsError
-from harvester.logs import register_secrets
+from harvester.logs import RedactSecrets, register_secrets
+from harvester.retrying import Backoff, retry_async
 
 log = logging.getLogger("harvester")
 
@@ -45,10 +47,11 @@ RENEW_RETRY_SECONDS = 300.0
 # The auth endpoint's own limit (API notes): 15 calls per 15 minutes.
 AUTH_LIMIT = 15
 AUTH_WINDOW_SECONDS = 900.0
-# Tries of one renewal when the auth call answers 429 or 5xx or cannot be reached.
+# Tries of one renewal when the auth call answers 429 or 5xx or its reply is lost.
 AUTH_MAX_ATTEMPTS = 3
-# Backoff between auth tries after a 5xx or a transport error (doubled each time).
-AUTH_BACKOFF_SECONDS = 1.0
+# Backoff between auth tries after a 5xx or a lost reply: 1 s, then 2 s (no jitter: one caller,
+# renewals are single-flight).
+AUTH_BACKOFF = Backoff(base=1.0, cap=60.0, jitter=False)
 # Sent this long after the reset a 429 from /auth names: the Date header has 1 s resolution.
 AUTH_RESET_MARGIN_SECONDS = 1.0
 
@@ -68,23 +71,27 @@ class Credentials:
         return Secret(f"Basic {token}")
 
 
-class _AuthRefused(Exception):
-    """One auth call failed in a way worth retrying; ``wait`` is how long to wait first."""
-
-    def __init__(self, reason: str, wait: float) -> None:
-        super().__init__(reason)
-        self.wait = wait
-
-
 class CredentialSource:
-    """Hands out the current credentials and renews them ahead of expiry and after a 401."""
+    """Hands out the current credentials and renews them ahead of expiry and after a 401.
 
-    def __init__(self, api: ApiConfig, clock: Clock) -> None:
+    Renewing sends ``POST /auth`` through ``transport``; when it cannot be sent at all (no
+    connection, or a misconfigured base URL) :class:`SendFailed` propagates with that outcome.
+    Every pair it obtains is added to ``scrubber`` (and the log filter) before it is used.
+    """
+
+    def __init__(
+        self, api: ApiConfig, clock: Clock, transport: Transport, scrubber: RedactSecrets
+    ) -> None:
         self._api = api
         self._clock = clock
+        self._transport = transport
+        self._scrubber = scrubber
         self._current: Credentials | None = None
         self._renew_at: float | None = None  # monotonic time of the next renewal ahead of time
         self._unproven = False  # the current pair came from /auth and no request accepted it yet
+        # why replacing a refused pair failed for good: every later 401 gets the same answer
+        # (without this, each request refused at the same time would call /auth again)
+        self._refused: CredentialsError | None = None
         self._lock = asyncio.Lock()
         self._auth_calls: deque[float] = deque()
         self.auth_calls = 0  #: calls to POST /auth made (for summaries and tests)
@@ -97,14 +104,14 @@ class CredentialSource:
         """True when the config has the account login, so a 401 can be healed."""
         return self._api.uses_account
 
-    async def current(self, session: aiohttp.ClientSession) -> Credentials:
+    async def current(self) -> Credentials:
         """The credentials to use now; obtains or renews them ahead of time when needed."""
         if self._lock.locked():  # a renewal is under way: wait for its pair
             async with self._lock:
                 pass
         cur = self._current
         if cur is None:
-            return await self.renew(session, stale=None)
+            return await self.renew(stale=None)
         if not self.renewable:
             return cur
         now = self._clock.monotonic()
@@ -112,7 +119,7 @@ class CredentialSource:
             self._renew_at = now + RENEW_AFTER_SECONDS
         elif now >= self._renew_at:
             try:
-                return await self._renew(session, stale=cur, rejected=False)
+                return await self._renew(stale=cur, rejected=False)
             except CredentialsError as exc:
                 self._renew_at = now + RENEW_RETRY_SECONDS
                 log.warning(
@@ -128,13 +135,11 @@ class CredentialSource:
         if credentials is self._current:
             self._unproven = False
 
-    async def renew(self, session: aiohttp.ClientSession, stale: Credentials | None) -> Credentials:
+    async def renew(self, stale: Credentials | None) -> Credentials:
         """Replace ``stale`` after a 401. Raises CredentialsError when that is impossible."""
-        return await self._renew(session, stale=stale, rejected=stale is not None)
+        return await self._renew(stale=stale, rejected=stale is not None)
 
-    async def _renew(
-        self, session: aiohttp.ClientSession, *, stale: Credentials | None, rejected: bool
-    ) -> Credentials:
+    async def _renew(self, *, stale: Credentials | None, rejected: bool) -> Credentials:
         async with self._lock:
             cur = self._current
             if cur is not None and (stale is None or cur.generation != stale.generation):
@@ -150,7 +155,14 @@ class CredentialSource:
                     "the API rejected (401) the temporary credentials that POST /auth has just "
                     "issued: the account is inactive or has no access to this data"
                 )
-            fresh = await self._obtain(session, 0 if cur is None else cur.generation + 1)
+            if rejected and self._refused is not None:
+                raise self._refused
+            try:
+                fresh = await self._obtain(0 if cur is None else cur.generation + 1)
+            except CredentialsError as exc:
+                if rejected:
+                    self._refused = exc
+                raise
             self.renewals += cur is not None
             self._current = fresh
             self._unproven = True
@@ -158,18 +170,25 @@ class CredentialSource:
             log.info("obtained new temporary credentials from POST /auth")
             return fresh
 
-    async def _obtain(self, session: aiohttp.ClientSession, generation: int) -> Credentials:
+    async def _obtain(self, generation: int) -> Credentials:
         """Call POST /auth until it answers, within its limit and AUTH_MAX_ATTEMPTS tries."""
-        for attempt in range(1, AUTH_MAX_ATTEMPTS + 1):
-            await self._respect_auth_limit()
-            try:
-                return await self._authenticate(session, generation, attempt)
-            except _AuthRefused as exc:
-                if attempt == AUTH_MAX_ATTEMPTS:
-                    raise CredentialsError(f"{exc} ({attempt} attempts)") from None
-                log.info("%s; trying again in %.0f s", exc, exc.wait)
-                await self._clock.sleep(exc.wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def wait_for(error: Exception, attempt: int) -> float | None:
+            return error.wait(attempt) if isinstance(error, _AuthRefused) else None
+
+        def on_retry(error: Exception, wait: float) -> None:
+            log.info("%s; trying again in %.0f s", error, wait)
+
+        try:
+            return await retry_async(
+                lambda: self._authenticate(generation),
+                attempts=AUTH_MAX_ATTEMPTS,
+                wait_for=wait_for,
+                sleep=self._clock.sleep,
+                on_retry=on_retry,
+            )
+        except _AuthRefused as exc:
+            raise CredentialsError(f"{exc} ({AUTH_MAX_ATTEMPTS} attempts)") from None
 
     async def _respect_auth_limit(self) -> None:
         now = self._clock.monotonic()
@@ -180,72 +199,67 @@ class CredentialSource:
         self._auth_calls.append(self._clock.monotonic())
         self.auth_calls += 1
 
-    async def _authenticate(
-        self, session: aiohttp.ClientSession, generation: int, attempt: int
-    ) -> Credentials:
+    async def _authenticate(self, generation: int) -> Credentials:
+        """One auth call, within the auth limit; _AuthRefused when worth another try."""
+        await self._respect_auth_limit()
         api = self._api
         assert api.account_login is not None and api.account_password is not None
-        url = f"{api.base_url}/auth"
-        backoff = AUTH_BACKOFF_SECONDS * 2 ** (attempt - 1)
+        url = self._transport.url("/auth")
         try:
-            async with session.post(
-                url,
+            reply = await self._transport.send(
+                "POST",
+                "/auth",
+                headers={"Accept": "application/json"},
                 data={  # inline, so no local variable holds the password
                     "tool": api.tool or "",
                     "login": api.account_login,
                     "password": api.account_password.reveal(),
                 },
-                headers={"Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=api.timeout_seconds),
-            ) as resp:
-                body = await resp.read()
-                status, headers = resp.status, resp.headers
-        except aiohttp.ClientConnectorError as exc:  # nothing reached the server
-            from harvester.client import TransportError  # (client imports this module)
-
-            self._auth_calls.pop()  # so it costs nothing of the auth call's own limit either
-            self.auth_calls -= 1
-            raise TransportError(
-                f"cannot connect to {url} ({type(exc).__name__})", unreachable=True
-            ) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _AuthRefused(f"could not reach {url}: {type(exc).__name__}", backoff) from None
+            )
+        except SendFailed as exc:
+            if not isinstance(exc.outcome, NoReply):  # nothing reached the server
+                self._auth_calls.pop()  # so it costs nothing of the auth call's own limit either
+                self.auth_calls -= 1
+                raise
+            raise _AuthRefused(f"could not reach {url}: {exc.outcome.reason}") from None
+        status, headers = reply.head.status, reply.head.headers
+        error = error_message(reply.body, self._scrubber.redact)
         if status == 429:
             raise _AuthRefused(f"POST {url} answered 429 (its own limit)", _reset_wait(headers))
         if status >= 500:
-            raise _AuthRefused(f"POST {url} answered {status}: {_error_text(body)}", backoff)
+            raise _AuthRefused(f"POST {url} answered {status}: {error}")
         if status != 200:
             raise CredentialsError(
-                f"POST {url} answered {status}: {_error_text(body)} "
+                f"POST {url} answered {status}: {error} "
                 "(check [api] tool, account_login and the account password)"
             )
         try:
-            data = json.loads(body)
+            data = json.loads(reply.body)
             login, password = str(data["login"]), str(data["password"])
         except (ValueError, KeyError, TypeError):
             raise CredentialsError(f"POST {url} returned no login/password") from None
         fresh = Credentials(login, Secret(password), generation)
-        register_secrets([password, fresh.authorization.reveal()])
+        issued = [login, password, fresh.authorization.reveal()]
+        self._scrubber.add(issued)
+        register_secrets(issued)
         return fresh
+
+
+class _AuthRefused(Exception):
+    """One auth call failed in a way worth retrying: after ``wait`` seconds if the reply said
+    how long, else after the auth backoff."""
+
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self._wait = wait
+
+    def wait(self, attempt: int) -> float:
+        return self._wait if self._wait is not None else AUTH_BACKOFF.delay(attempt)
 
 
 def _reset_wait(headers: Mapping[str, str]) -> float:
     """Seconds until the auth window a 429 names has surely reset (server clock, via Date)."""
-    try:
-        reset = float(headers.get("X-RateLimit-Reset", ""))
-        parsed = parsedate_tz(headers.get("Date", ""))
-        date = float(mktime_tz(parsed)) if parsed is not None else None
-    except (ValueError, TypeError, OverflowError):
-        return AUTH_WINDOW_SECONDS
-    if date is None or not 0 <= reset - date <= AUTH_WINDOW_SECONDS:
+    reset, date = header_int(headers, RESET_HEADER), header_date(headers)
+    if reset is None or date is None or not 0 <= reset - date <= AUTH_WINDOW_SECONDS:
         return AUTH_WINDOW_SECONDS
     return reset - date + AUTH_RESET_MARGIN_SECONDS
-
-
-def _error_text(body: bytes) -> str:
-    """The API's ``{"error": ...}`` message, shortened; never echoes anything we sent."""
-    try:
-        message = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message)[:200] if message else "no error message"

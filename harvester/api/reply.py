@@ -1,4 +1,4 @@
-"""Parse and validate one Diagnostic Flow reply body into columns.
+"""Parse and validate one Diagnostic Flow reply body into item rows (:class:`ItemRows`).
 
 Why columnar: the store writes Arrow tables, and a reply is ~20 items of ten fields; building ten
 lists once is cheaper than building per-item objects and transposing them later. At 1,000+
@@ -18,10 +18,12 @@ What is accepted (``applications`` is the only key that matters; other top-level
   - a bare item, whose application is its own ``"application"``/``"url"`` string, else ``""``.
 
 An item is an object with string ``page``, ``form``, ``item`` and the six counters; extra keys are
-ignored (forward compatibility). Counters are non-negative integers that fit a signed 64-bit column.
-Booleans are not integers (``true`` is a JSON boolean, not a count). A float is accepted only if it
-is a whole number (``3.0`` -> ``3``: lossless, and some encoders write large or computed counts that
-way); ``3.5``, ``NaN``, ``Infinity`` and numeric strings are rejected.
+ignored (forward compatibility). Counters are non-negative integers of at most
+:data:`MAX_PLAUSIBLE_COUNT`: a larger one cannot be a day's (or a month's) visits, and the sums the
+views take over millions of such rows would overflow. Booleans are not integers (``true`` is a
+JSON boolean, not a count). A float is accepted only if it is a whole number (``3.0`` -> ``3``:
+lossless, and some encoders write large or computed counts that way); ``3.5``, ``NaN``,
+``Infinity`` and numeric strings are rejected.
 
 Everything else raises :class:`ReplyError` with a short reason for the ledger: bytes that are not
 UTF-8 JSON (a UTF-8 BOM is tolerated), a top level that is not an object, an ``{"error": ...}`` body
@@ -34,16 +36,17 @@ raw body is the authority and a data-quality view can flag it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from harvester.errors import ReplyError
-from harvester.items import COLUMNS, COUNTER_FIELDS, TEXT_FIELDS
+from harvester.items import COUNTER_FIELDS, TEXT_FIELDS, ItemRows
 
-# The counters land in Parquet INT64 columns (the contract's BIGINT): anything larger cannot be
-# stored, so it is a schema error rather than an overflow later in the writer.
-INT64_MAX = 2**63 - 1
+# The largest counter a reply may hold: 10^12 per item per reply. The busiest IVR systems take
+# millions of calls a day, so a month's count of one item stays below 10^11; 10^12 leaves an order
+# of magnitude on top. A larger count is a broken reply, and a sum of 10^6 rows of such counts
+# still fits int64 (10^18 < 9.2 x 10^18), so the views' SUMs cannot overflow on stored data.
+MAX_PLAUSIBLE_COUNT = 10**12
 
 # Keys under which a list element of ``applications`` may name its application or its items.
 _APP_KEYS = ("application", "url")
@@ -51,48 +54,11 @@ _ITEMS_KEY = "items"
 
 # Reasons go into the ledger and log lines: quote at most this many characters of a bad value.
 _REPR_LIMIT = 60
+# An error reply's text goes into the ledger and the summary: at most this many characters.
+ERROR_TEXT_LIMIT = 200
 
 
-@dataclass(slots=True, eq=True)
-class ParsedReply:
-    """A validated reply as one list per column, in :data:`COLUMNS` order; ``len()`` is rows."""
-
-    application: list[str] = field(default_factory=list)
-    page: list[str] = field(default_factory=list)
-    form: list[str] = field(default_factory=list)
-    item: list[str] = field(default_factory=list)
-    visits: list[int] = field(default_factory=list)
-    filled: list[int] = field(default_factory=list)
-    nomatch: list[int] = field(default_factory=list)
-    noinput: list[int] = field(default_factory=list)
-    transfer: list[int] = field(default_factory=list)
-    disconnect: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.application)
-
-    def columns(self) -> dict[str, list[str] | list[int]]:
-        """Column name -> values, in :data:`COLUMNS` order (what the store's writer consumes)."""
-        return {name: getattr(self, name) for name in COLUMNS}
-
-    def rows(self) -> Iterator[tuple[str, str, str, str, int, int, int, int, int, int]]:
-        """The rows as tuples in :data:`COLUMNS` order (tests and debugging; not the hot path)."""
-        return zip(
-            self.application,
-            self.page,
-            self.form,
-            self.item,
-            self.visits,
-            self.filled,
-            self.nomatch,
-            self.noinput,
-            self.transfer,
-            self.disconnect,
-            strict=True,
-        )
-
-
-def parse_reply(body: bytes) -> ParsedReply:
+def parse_reply(body: bytes) -> ItemRows:
     """Validate ``body`` (a 200 reply's bytes) and return its rows; raise ReplyError if invalid."""
     try:
         text = body.decode("utf-8-sig")
@@ -115,7 +81,7 @@ def parse_reply(body: bytes) -> ParsedReply:
         raise ReplyError("no 'applications' key")
     # Lone surrogates can only enter through \\uD8xx escapes; check strings only when one is seen.
     check_surrogates = "\\ud" in text or "\\uD" in text
-    out = ParsedReply()
+    out = ItemRows()
     applications = document["applications"]
     if type(applications) is dict:
         for url, items in applications.items():
@@ -130,7 +96,19 @@ def parse_reply(body: bytes) -> ParsedReply:
     return out
 
 
-def _take_list_element(out: ParsedReply, element: object, where: str) -> None:
+def error_message(body: bytes, redact: Callable[[str], str]) -> str:
+    """The ``{"error": ...}`` text of an error reply, redacted *then* shortened (so no cut can
+    leave a piece of a secret too short to recognise); a placeholder when there is none."""
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError, RecursionError):
+        message = None
+    if not message:
+        return "no error message"
+    return _cut(redact(str(message)), ERROR_TEXT_LIMIT)
+
+
+def _take_list_element(out: ItemRows, element: object, where: str) -> None:
     """One element of a list-shaped ``applications``: a group, a mapping or a bare item."""
     if type(element) is not dict:
         raise ReplyError(f"{where} is {_json_type(element)}, not an object")
@@ -157,7 +135,7 @@ def _application_of(element: dict[str, Any], where: str) -> str:
     return ""
 
 
-def _take_items(out: ParsedReply, url: str, items: object, where: str) -> None:
+def _take_items(out: ItemRows, url: str, items: object, where: str) -> None:
     if type(items) is dict:
         items = list(items.values())
     if type(items) is not list:
@@ -175,7 +153,7 @@ class _ItemError(Exception):
     """An item's problem, without its location; the caller prefixes where it is."""
 
 
-def _take_item(out: ParsedReply, url: str, item: object) -> None:
+def _take_item(out: ItemRows, url: str, item: object) -> None:
     """Validate one item fully before appending, so a bad item never leaves ragged columns.
 
     The common case is one chain of cheap ``type() is`` and range tests; anything unusual (whole
@@ -205,12 +183,12 @@ def _take_item(out: ParsedReply, url: str, item: object) -> None:
         and type(noinput) is int
         and type(transfer) is int
         and type(disconnect) is int
-        and 0 <= visits <= INT64_MAX
-        and 0 <= filled <= INT64_MAX
-        and 0 <= nomatch <= INT64_MAX
-        and 0 <= noinput <= INT64_MAX
-        and 0 <= transfer <= INT64_MAX
-        and 0 <= disconnect <= INT64_MAX
+        and 0 <= visits <= MAX_PLAUSIBLE_COUNT
+        and 0 <= filled <= MAX_PLAUSIBLE_COUNT
+        and 0 <= nomatch <= MAX_PLAUSIBLE_COUNT
+        and 0 <= noinput <= MAX_PLAUSIBLE_COUNT
+        and 0 <= transfer <= MAX_PLAUSIBLE_COUNT
+        and 0 <= disconnect <= MAX_PLAUSIBLE_COUNT
     ):
         visits, filled, nomatch, noinput, transfer, disconnect = (
             _whole_count(item[key], key) for key in COUNTER_FIELDS
@@ -229,22 +207,23 @@ def _take_item(out: ParsedReply, url: str, item: object) -> None:
 
 def _whole_count(value: object, key: str) -> int:
     """The slow path of counter validation: whole floats are accepted, everything else rejected."""
-    if type(value) is int and 0 <= value <= INT64_MAX:
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_PLAUSIBLE_COUNT:
+        return int(value)
+    if type(value) is int and 0 <= value <= MAX_PLAUSIBLE_COUNT:
         return value
-    if type(value) is float:
-        if value.is_integer() and 0 <= value <= INT64_MAX:
-            return int(value)
-        if value < 0:
-            raise _ItemError(f".{key} is negative: {_short(repr(value))}")
-        raise _ItemError(f".{key} is not a whole count that fits int64: {_short(repr(value))}")
-    if type(value) is int:
-        if value < 0:
-            raise _ItemError(f".{key} is negative: {_short(repr(value))}")
-        raise _ItemError(f".{key} does not fit int64: {_short(repr(value))}")
-    raise _ItemError(f".{key} is {_json_type(value)}, not an integer")
+    if type(value) not in (int, float):
+        raise _ItemError(f".{key} is {_json_type(value)}, not an integer")
+    assert isinstance(value, int | float)
+    if value < 0:
+        raise _ItemError(f".{key} is negative: {_short(repr(value))}")
+    if type(value) is float and not value.is_integer():
+        raise _ItemError(f".{key} is not a whole count: {_short(repr(value))}")
+    raise _ItemError(
+        f".{key} is implausibly large (over {MAX_PLAUSIBLE_COUNT:.0e}): {_short(repr(value))}"
+    )
 
 
-def _check_encodable(out: ParsedReply) -> None:
+def _check_encodable(out: ItemRows) -> None:
     for name in ("application", *TEXT_FIELDS):
         for row, value in enumerate(getattr(out, name)):
             try:
@@ -277,4 +256,8 @@ def _json_type(value: object) -> str:
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
+    return _cut(text, _REPR_LIMIT)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

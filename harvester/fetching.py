@@ -36,7 +36,8 @@ from harvester.config import Config
 from harvester.errors import ConfigError
 from harvester.gate import Permit, QuotaGate
 from harvester.jobs import Job
-from harvester.progress import ProgressSink, format_duration
+from harvester.logs import format_duration
+from harvester.progress import ProgressSink
 from harvester.store import FetchMeta, StoreWriter
 from harvester.storm import StormBreaker, Verdict
 from harvester.summary import RunSummary

@@ -10,6 +10,8 @@ A secret is redacted in part as well as whole: any run of :data:`MIN_SECRET_FRAG
 its characters, so that a message cut short (a server's error text shortened to 60 characters)
 cannot carry a prefix of a password past the filter. :class:`RedactSecrets` is also what the API
 layer uses to clean a server's text and bodies before they reach the store.
+
+:func:`format_duration` is here because log lines need it as much as the CLI's displays do.
 """
 
 from __future__ import annotations
@@ -176,3 +178,16 @@ def setup_logging(verbose: int = 0, quiet: bool = False, secrets: Iterable[str] 
     else:
         level = logging.INFO
     logger.setLevel(level)
+
+
+def format_duration(seconds: float) -> str:
+    """``3h 05m``, ``4m 10s`` or ``12s``: how a duration reads in a log line, the progress
+    display and ``harvester plan`` alike."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"

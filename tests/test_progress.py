@@ -9,18 +9,18 @@ import logging
 import pytest
 from rich.console import Console
 
-from harvester.gate import GateSnapshot, QuotaGate
-from harvester.jobs import Job
-from harvester.plan import PlanCount
-from harvester.progress import (
+from harvester.cli.progress import (
     LOG_INTERVAL_SECONDS,
     BarProgress,
     LogProgress,
-    NullProgress,
-    format_duration,
     make_progress,
     quota_eta,
 )
+from harvester.gate import GateSnapshot, QuotaGate
+from harvester.jobs import Job
+from harvester.logs import format_duration
+from harvester.plan import PlanCount
+from harvester.progress import NullProgress
 from harvester.scheduler import RunSummary
 
 WINDOW = 900.0

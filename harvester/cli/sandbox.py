@@ -92,8 +92,8 @@ def run_demo(store: Path, *, quiet: bool = False) -> int:
     from rich.console import Console
 
     from harvester import demo
+    from harvester.cli.progress import make_progress
     from harvester.cli.render_query import render
-    from harvester.progress import make_progress
 
     demo.replace_store(store, flag="--store")
     console = Console(soft_wrap=True)  # tables are as wide as they are; the terminal wraps

@@ -37,7 +37,7 @@ import duckdb
 
 from harvester.errors import StoreError, UsageError
 from harvester.outputs import OutputFile, check_folder, check_output, replacing, write_failed
-from harvester.sql_guard import UNSAFE_FLAG, check_reading_sql, lock_down
+from harvester.sql_guard import LIBRARY_NAMES, GuardNames, check_reading_sql, lock_down
 from harvester.store import base_views_sql, retry_read
 from harvester.store.schema import Layout
 from harvester.store.views import sql_literal
@@ -175,10 +175,18 @@ def check_store(root: Path, *, flag: str = "store") -> None:
         raise StoreError(f"{flag}: {root} is not a folder")
 
 
-def prepare_sql(root: Path, sql_or_view: str, *, unsafe: bool = False, flag: str = "store") -> str:
+def prepare_sql(
+    root: Path,
+    sql_or_view: str,
+    *,
+    unsafe: bool = False,
+    flag: str = "store",
+    names: GuardNames = LIBRARY_NAMES,
+) -> str:
     """The SQL to run for ``sql_or_view`` (a bare view name means ``SELECT * FROM`` it), checked
     before any connection is made: the store exists, and the SQL only reads unless ``unsafe``
-    (:mod:`harvester.sql_guard`). Problems are UsageErrors (StoreError for the store)."""
+    (:mod:`harvester.sql_guard`). Problems are UsageErrors (StoreError for the store), naming
+    ``root`` as ``flag`` and the guard's ways out as ``names`` (the CLI passes its flags)."""
     check_store(root, flag=flag)
     sql = sql_or_view.strip().rstrip(";")
     if not sql:
@@ -186,7 +194,7 @@ def prepare_sql(root: Path, sql_or_view: str, *, unsafe: bool = False, flag: str
     if _IDENTIFIER.match(sql):
         sql = f"SELECT * FROM {sql}"
     if not unsafe:
-        check_reading_sql(sql)
+        check_reading_sql(sql, names)
     return sql
 
 
@@ -200,7 +208,12 @@ class QueryResult:
 
 
 def run_query(
-    con: duckdb.DuckDBPyConnection, root: Path, sql: str, *, unsafe: bool = False
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    sql: str,
+    *,
+    unsafe: bool = False,
+    names: GuardNames = LIBRARY_NAMES,
 ) -> QueryResult:
     """Run ``sql`` (from :func:`prepare_sql`) on ``con`` (from :func:`connect` over ``root``).
 
@@ -217,13 +230,13 @@ def run_query(
         relation = con.execute(sql)
         return [d[0] for d in relation.description or []], relation.fetchmany(batch_rows)
 
-    columns, first = _sql_error_as_usage(start)
+    columns, first = _sql_error_as_usage(start, names)
 
     def batches() -> Iterator[list[Row]]:
         batch = first
         while batch:
             yield batch
-            batch = _sql_error_as_usage(lambda: con.fetchmany(batch_rows))
+            batch = _sql_error_as_usage(lambda: con.fetchmany(batch_rows), names)
 
     return QueryResult(columns, batches())
 
@@ -235,6 +248,7 @@ def copy_parquet(
     out: OutputFile,
     *,
     unsafe: bool = False,
+    names: GuardNames = LIBRARY_NAMES,
 ) -> None:
     """Write the result of ``sql`` to ``out`` as Parquet: DuckDB writes the file itself, through
     the one temp path it is allowed (renamed over ``out`` when done)."""
@@ -243,12 +257,14 @@ def copy_parquet(
             lock_down(con, root, writable=[temp])
         target = sql_literal(str(temp))
         try:
-            _sql_error_as_usage(lambda: con.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)"))
+            _sql_error_as_usage(
+                lambda: con.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)"), names
+            )
         except duckdb.IOException as exc:
             raise write_failed(out, _first_line(exc)) from None
 
 
-def _sql_error_as_usage(run: Callable[[], T]) -> T:
+def _sql_error_as_usage(run: Callable[[], T], names: GuardNames) -> T:
     try:
         return retry_read(run)
     except duckdb.IOException:
@@ -256,7 +272,7 @@ def _sql_error_as_usage(run: Callable[[], T]) -> T:
     except duckdb.PermissionException as exc:
         raise UsageError(
             f"query: {_first_line(exc)} (query reads only files under the store; pass "
-            f"{UNSAFE_FLAG} for full file access)"
+            f"{names.unsafe} for full file access)"
         ) from None
     except duckdb.Error as exc:
         raise UsageError(f"query: {_first_line(exc)}") from None

@@ -187,14 +187,18 @@ def load_config(
     *,
     env: Mapping[str, str] = os.environ,
     warn: Callable[[str], None] | None = None,
+    missing_hint: str = "",
 ) -> Config:
-    """Read and validate ``path``. Raises ConfigError naming the key; never echoes a secret."""
+    """Read and validate ``path``. Raises ConfigError naming the key; never echoes a secret.
+
+    ``missing_hint``, if given, ends the message for a file that does not exist in parentheses:
+    how the caller's user names another (the CLI passes its ``--config`` flag)."""
     source = str(path)
     try:
         text = path.read_bytes().decode("utf-8").removeprefix(UTF8_BOM)
     except FileNotFoundError:
         raise ConfigError(
-            f"{source}: config file not found (use -c/--config or ${CONFIG_ENV})"
+            f"{source}: config file not found" + (f" ({missing_hint})" if missing_hint else "")
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(

@@ -16,13 +16,16 @@ with DuckDB's own settings:
   ``DESCRIBE``, ``SUMMARIZE``, ``EXPLAIN``, ``PRAGMA``, ``CALL``...) pass; ``COPY``, ``EXPORT``,
   ``ATTACH``, ``INSTALL``, ``CREATE``... are refused before anything runs.
 
-``--unsafe-sql`` skips both, for a user who knowingly runs their own SQL with full access.
+``unsafe=True`` (the CLI's ``--unsafe-sql``) skips both, for a user who knowingly runs their own
+SQL with full access. The messages name those two ways (an output file, ``unsafe``) as the
+caller calls them (:class:`GuardNames`): the library's keyword arguments, or the CLI's flags.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -30,7 +33,18 @@ import duckdb
 from harvester.errors import UsageError
 from harvester.store.views import sql_literal
 
-UNSAFE_FLAG = "--unsafe-sql"
+
+@dataclass(frozen=True)
+class GuardNames:
+    """What the guard's messages call the way a result is written to a file and the way to lift
+    the guard; the defaults suit a library caller, the CLI passes its flags."""
+
+    out: str = "an output file"
+    unsafe: str = "unsafe=True"
+
+
+LIBRARY_NAMES = GuardNames()
+
 # Statement kinds that only read: SELECT covers FROM-first, WITH, VALUES, DESCRIBE, SHOW and
 # SUMMARIZE (DuckDB's parser reports them all as SELECT); PRAGMA and CALL run table functions.
 _READING = frozenset(
@@ -43,7 +57,7 @@ _READING = frozenset(
 )
 
 
-def check_reading_sql(sql: str) -> None:
+def check_reading_sql(sql: str, names: GuardNames = LIBRARY_NAMES) -> None:
     """A UsageError unless every statement of ``sql`` only reads (parsed by DuckDB itself)."""
     try:
         statements = duckdb.extract_statements(sql)
@@ -55,7 +69,8 @@ def check_reading_sql(sql: str) -> None:
             kind = statement.type.name
             raise UsageError(
                 f"query: {kind} statements are not allowed: query reads the store and writes "
-                f"only through --out (pass {UNSAFE_FLAG} to run any SQL with full file access)"
+                f"only through {names.out} (pass {names.unsafe} to run any SQL with full file "
+                "access)"
             )
 
 

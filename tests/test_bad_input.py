@@ -458,7 +458,7 @@ CASES = [
     Case(
         "config-missing",
         ("-c", "{tmp}/nope.toml", *PULL),
-        ("nope.toml", "not found"),
+        ("nope.toml", "not found (use -c/--config or $HARVESTER_CONFIG)"),
         use_config=False,
     ),
     Case(

@@ -146,8 +146,10 @@ def test_missing_password_variable(tmp_path: Path) -> None:
 
 
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match=r"config file not found$"):  # no CLI flag named
         load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match=r"not found \(ask for config\.toml\)$"):
+        load_config(tmp_path / "nope.toml", missing_hint="ask for config.toml")
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path)  # a directory
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -20,6 +20,7 @@ from harvester import analysis
 from harvester.analysis import bundled_views, connect
 from harvester.cli.render_query import QueryOptions, query_output, render
 from harvester.demo import DEMO_MARKER
+from harvester.errors import UsageError
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store.lock import hold_lock
 from harvester.store.schema import LOCK_FILE
@@ -283,6 +284,23 @@ def test_query_sql_cannot_leave_the_store(store: Path, tmp_path: Path, sql: str)
     assert "hunter2" not in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.csv"]
     assert snapshot(store) == before
+
+
+def test_the_librarys_guard_names_its_arguments_and_the_cli_its_flags(
+    store: Path, tmp_path: Path
+) -> None:
+    """The same refusals from Python name ``unsafe=True``, never a flag the caller has not got;
+    through the CLI they name ``--out`` and ``--unsafe-sql`` (issue 13 item 3)."""
+    with pytest.raises(UsageError) as copy:
+        analysis.prepare_sql(store, f"COPY (SELECT 1) TO '{tmp_path}/x.csv'")
+    assert "writes only through an output file (pass unsafe=True" in str(copy.value)
+    sql = analysis.prepare_sql(store, f"SELECT * FROM read_text('{tmp_path}/x.csv')")
+    with connect(store) as con, pytest.raises(UsageError) as read:
+        analysis.run_query(con, store, sql)
+    assert "pass unsafe=True for full file access" in str(read.value)
+    assert "--" not in str(copy.value) + str(read.value)
+    cli = run_cli(["query", "--store", str(store), f"COPY (SELECT 1) TO '{tmp_path}/x.csv'"])
+    assert "writes only through --out (pass --unsafe-sql to run any SQL" in cli.stderr
 
 
 def test_unsafe_sql_lifts_the_restriction(store: Path, tmp_path: Path) -> None:

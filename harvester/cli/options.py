@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from harvester.config import Config, default_config_path, load_config
+from harvester.config import CONFIG_ENV, Config, default_config_path, load_config
 from harvester.config_values import parse_date
 from harvester.errors import ConfigError, UsageError
 from harvester.logs import setup_logging
@@ -34,7 +34,11 @@ class CliState:
 
     def config(self) -> Config:
         path = self.config_path or default_config_path()
-        config = load_config(path, warn=lambda message: log.warning("%s", message))
+        config = load_config(
+            path,
+            warn=lambda message: log.warning("%s", message),
+            missing_hint=f"use -c/--config or ${CONFIG_ENV}",
+        )
         setup_logging(self.verbose, self.quiet, secrets=config.secrets())
         return config
 
@@ -49,14 +53,6 @@ class CliState:
                 f"{config.source}: [store] path: {path} does not exist (nothing harvested yet?)"
             )
         return path
-
-
-def check_out_file(path: Path, flag: str) -> None:
-    """An output file's folder must exist: say so in one line before any work is done."""
-    folder = path.parent
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise UsageError(f"{flag}: cannot write {path}: the folder {folder} {what}")
 
 
 def date_option(value: str | None, flag: str, *, relative: bool = False) -> dt.date | str | None:

@@ -32,6 +32,7 @@ from harvester.analysis import (
 )
 from harvester.errors import UsageError
 from harvester.outputs import OutputFile, write_text
+from harvester.sql_guard import GuardNames
 
 # Tables are as wide as their content (never folded: a folded header or URL is unreadable and
 # breaks grep); this only caps a runaway cell, such as a raw reply body selected by hand.
@@ -40,6 +41,9 @@ TABLE_WIDTH = 2000
 _JSON_SEPARATOR = ", "
 
 log = logging.getLogger("harvester")
+
+# How the query guard's messages name its ways out: the flags of ``harvester query``.
+QUERY_FLAGS = GuardNames(out="--out", unsafe="--unsafe-sql")
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def query_output(
     text is returned. A table is always returned whole. With ``--out`` the returned text is the
     line saying what was written.
     """
-    sql = prepare_sql(root, sql_or_view, unsafe=options.unsafe, flag="--store")
+    sql = prepare_sql(root, sql_or_view, unsafe=options.unsafe, flag="--store", names=QUERY_FLAGS)
     start, end = options.date_from, options.date_to
     if start is not None and end is not None and start > end:
         raise UsageError(f"--from {start} is after --to {end}")
@@ -80,12 +84,12 @@ def query_output(
         warn_partial_windows(partial_windows(con))
         if options.fmt == "parquet":
             assert options.out is not None
-            copy_parquet(con, root, sql, options.out, unsafe=options.unsafe)
+            copy_parquet(con, root, sql, options.out, unsafe=options.unsafe, names=QUERY_FLAGS)
             return f"wrote {options.out.path}"
         counter = [0]
         # The query starts when the first chunk is asked for, once --out is open: an output
         # that cannot be written is reported before any SQL error, and nothing runs for it.
-        run = partial(run_query, con, root, sql, unsafe=options.unsafe)
+        run = partial(run_query, con, root, sql, unsafe=options.unsafe, names=QUERY_FLAGS)
         chunks = _rendered(run, options, counter)
         if options.out is not None:
             write_text(options.out, chunks)

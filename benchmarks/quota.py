@@ -347,7 +347,7 @@ async def run_harvester(target: Target, outcome: Outcome, store: Path, mode: Mod
     retry = RetryPolicy(20, BACKOFF_BASE_SECONDS * scale, BACKOFF_CAP_SECONDS * scale)
     await harvest(
         config,
-        lambda _i: pull_plan(phones, FIRST_DAY, last, Grain.DAY),
+        pull_plan(phones, FIRST_DAY, last, Grain.DAY),
         progress=Counting(),
         retry=retry,
     )

@@ -41,8 +41,8 @@ NOTABLE_IMPORTS = (
     "pyarrow.parquet",
     "harvester.config",
     "harvester.store",
-    "harvester.progress",
-    "harvester.planning",
+    "harvester.cli.progress",
+    "harvester.forecast",
 )
 
 

@@ -5,9 +5,8 @@ The public API, for use from Python as well as through the ``harvester`` command
     from harvester import load_config, harvest, pull_plan
 
     config = load_config(Path("config.toml"))
-    summary = await harvest(
-        config, lambda index: pull_plan(config.harvest.phones, start, end, config.harvest.window)
-    )
+    plan = pull_plan(config.harvest.phones, start, end, config.harvest.window)
+    summary = await harvest(config, plan)  # the plan is resolved against the store's ledger
 
 Names are imported lazily (PEP 562) so that ``harvester --help`` does not pay for pyarrow,
 duckdb and aiohttp.

@@ -22,7 +22,7 @@ from aiohttp import web
 from harvester.config import ApiConfig, Config, HarvestConfig, QuotaConfig, Secret, StoreConfig
 from harvester.errors import StoreError, StoreLockedError
 from harvester.jobs import Grain
-from harvester.plan import JobIndex, Plan, pull_plan
+from harvester.plan import pull_plan
 from harvester.progress import ProgressSink
 from harvester.scheduler import RunSummary, harvest
 
@@ -122,9 +122,7 @@ async def pull(store: Path, progress: ProgressSink | None = None) -> RunSummary:
             store=StoreConfig(path=store),
         )
 
-        def plan(_index: JobIndex) -> Plan:
-            return pull_plan(phones, start, end, Grain.DAY)
-
+        plan = pull_plan(phones, start, end, Grain.DAY)
         return await harvest(config, plan, progress=progress)
     finally:
         await runner.cleanup()

@@ -107,18 +107,3 @@ def windows_newest_first(
         if period <= start:  # done; and the step below would leave the calendar at its start
             return
         period = period_start(period - dt.timedelta(days=1), grain)
-
-
-def jobs_for(
-    phones: list[str] | tuple[str, ...],
-    start: dt.date,
-    end: dt.date,
-    grain: Grain,
-    *,
-    newest_first: bool = False,
-) -> Iterator[Job]:
-    """Every job of a plan, streamed window by window (phones inner), never materialised."""
-    source = windows_newest_first if newest_first else windows
-    for period, window_start, window_end in source(start, end, grain):
-        for phone in phones:
-            yield Job(phone, period, window_start, window_end, grain)

@@ -13,16 +13,19 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from harvester.jobs import Grain, Job, windows, windows_newest_first
 
+if TYPE_CHECKING:
+    from harvester.store import JobState
+
 Command = Literal["pull", "sync"]
-JobState = Literal["done", "failed"]
 
 
-class JobIndex(Protocol):
-    """What a plan needs to know of the store's ledger (implemented by the store)."""
+class LedgerLookup(Protocol):
+    """What a plan asks of the store's ledger, job by job (:class:`harvester.store.JobIndex`
+    implements it; tests use small fakes)."""
 
     def state(self, key: tuple[str, dt.date]) -> JobState | None:
         """``done``, ``failed`` or None (never recorded)."""
@@ -79,7 +82,13 @@ class PhoneRange:
 
 @dataclass(frozen=True)
 class Plan:
-    """A pull or sync: per-phone ranges, a window grain and an order."""
+    """A pull or sync: per-phone ranges, a window grain and an order.
+
+    A plan names the jobs a run covers, never which of them it sends: that is decided against a
+    ledger when it is counted (:func:`count`) or run (:meth:`pending`), so the same plan value
+    serves ``harvester plan``, :func:`harvester.harvest` (which resolves it once the store's
+    lock is held) and a re-run after an interruption.
+    """
 
     command: Command
     ranges: tuple[PhoneRange, ...]
@@ -115,13 +124,13 @@ class Plan:
                 if start <= end:
                     yield Job(r.phone, period, start, end, self.grain)
 
-    def pending(self, index: JobIndex) -> Iterator[Job]:
+    def pending(self, index: LedgerLookup) -> Iterator[Job]:
         """The jobs that must be sent: not yet done, or due for a re-fetch."""
         for job in self.jobs():
             if self.is_pending(job, index.state(job.key), index):
                 yield job
 
-    def is_pending(self, job: Job, state: JobState | None, index: JobIndex) -> bool:
+    def is_pending(self, job: Job, state: JobState | None, index: LedgerLookup) -> bool:
         """Whether ``job`` (whose ledger state is ``state``) must be sent by this plan."""
         if self.only_failed:
             return state == "failed"
@@ -140,7 +149,7 @@ class Plan:
         # a clipped window fetched earlier that now covers more days is fetched again
         return _grew(index.done_window(job.key), job)
 
-    def _may_have_grown(self, job: Job, index: JobIndex) -> bool:
+    def _may_have_grown(self, job: Job, index: LedgerLookup) -> bool:
         """Late data: was the job fetched while it was young, and not yet today?"""
         assert self.lookback_days is not None and self.today is not None
         as_of = index.done_as_of(job.key)
@@ -208,8 +217,9 @@ class Cost:
     def of(cls, requests: int, budget_per_window: int, window_seconds: float) -> Cost:
         """Requests go out at the start of each window until its budget is spent.
 
-        The last window needs only its share of requests, so the wall time is the full windows
-        before it plus a pro-rated slice (at least the first window is assumed to start now).
+        The first window is assumed to start now, and the last window's requests go out as it
+        opens, so the wall time is the windows before the last one; the time the requests take
+        on the wire is not counted (150 requests at 150 per 900 s: one window, 0 s).
         """
         if requests <= 0:
             return cls(0, 0, 0.0)
@@ -230,7 +240,7 @@ class PlanCount:
     retry: int = 0  # failed jobs fetched again
 
 
-def count(plan: Plan, index: JobIndex) -> PlanCount:
+def count(plan: Plan, index: LedgerLookup) -> PlanCount:
     """Count the plan's jobs by state: per phone in bulk for daily plans, else job by job."""
     if isinstance(index, CountingIndex):
         bulk = _count_days(plan, index)

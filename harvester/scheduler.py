@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -52,7 +52,7 @@ from harvester.errors import CredentialsError, QuotaStalled, StoreError, StoreWr
 from harvester.fetching import JobFetcher
 from harvester.gate import LastWindow, QuotaGate
 from harvester.jobs import Job
-from harvester.plan import JobIndex, Plan, count
+from harvester.plan import LedgerLookup, Plan, count
 from harvester.progress import NullProgress, ProgressSink
 from harvester.retrying import Backoff
 from harvester.store import Store, StoreWriter
@@ -104,7 +104,7 @@ class RetryPolicy:
 
 async def harvest(
     config: Config,
-    plan_for: Callable[[JobIndex], Plan],
+    plan: Plan,
     *,
     clock: Clock | None = None,
     session: aiohttp.ClientSession | None = None,
@@ -114,17 +114,20 @@ async def harvest(
 ) -> RunSummary:
     """Run a pull or sync to completion (or a clean stop) and return its summary.
 
-    ``plan_for`` builds the plan from the store's ledger once the lock is held (a sync needs to
-    know where each phone's data ends). Raises StoreError/StoreLockedError before sending
-    anything if the store cannot be written.
+    ``plan`` (from :func:`~harvester.plan.pull_plan` or :func:`~harvester.plan.sync_plan`) says
+    which jobs the run covers, not which it sends: it is resolved against the store's ledger
+    only once the lock is held, so the jobs already done, failed or due for a late-data re-fetch
+    are judged on the ledger no other run can change meanwhile. Raises StoreError or
+    StoreLockedError before sending anything if the store cannot be written.
     """
+    if not isinstance(plan, Plan):  # e.g. the callback harvest() took before it took a plan
+        raise TypeError(f"harvest() takes a Plan (pull_plan(...), sync_plan(...)), not {plan!r}")
     clock = clock or SystemClock()
     store = Store(config.store.path)
     run_id = new_run_id(clock)
     store.ensure_writable(config.harvest.window)
     with store.lock(run_id):
         index = store.job_index()
-        plan = plan_for(index)
         run = _Run(
             config,
             plan,
@@ -161,7 +164,7 @@ class _Run:
         self,
         config: Config,
         plan: Plan,
-        index: JobIndex,
+        index: LedgerLookup,
         store: Store,
         run_id: str,
         *,

@@ -212,7 +212,7 @@ def test_a_5xx_storm_costs_a_few_requests_a_minute(
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(minutes * 60 / SCALE, stop.set)
-        summary = await harvest(config, lambda _i: plan, retry=STORM_POLICY, stop=stop)
+        summary = await harvest(config, plan, retry=STORM_POLICY, stop=stop)
         assert summary.stopped == "interrupted"
 
     began = time.monotonic()
@@ -240,7 +240,7 @@ def test_the_storm_ends_when_the_server_answers_again(
 
     async def main() -> Any:
         asyncio.get_running_loop().call_later(1.0, lambda: setattr(sim.settings, "error_rate", 0))
-        return await harvest(config, lambda _i: plan, retry=policy)
+        return await harvest(config, plan, retry=policy)
 
     summary = asyncio.run(main())
     assert summary.exit_code == 0 and summary.done == 10

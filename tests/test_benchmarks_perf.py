@@ -142,6 +142,6 @@ def test_startup_benchmark_times_the_commands() -> None:
         assert float(row[1]) > 0
     listing = out.split("what `harvester plan` imports")[1]
     imported = {line.split()[1] for line in listing.splitlines()[1:] if line.strip()}
-    assert {"click", "harvester.planning"} <= imported  # the listing reads the real imports
+    assert {"click", "harvester.forecast"} <= imported  # the listing reads the real imports
     # plan sends nothing and draws no bar: the HTTP client, asyncio and rich stay unimported
     assert not imported & {"aiohttp", "asyncio", "rich"}, imported

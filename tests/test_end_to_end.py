@@ -96,11 +96,14 @@ def test_python_api_harvest(tmp_path: Path, sim: SimulatorServer) -> None:
 
     path = write_config(tmp_path, sim, phones=["ALL"], start=START, end=START)
     config = load_config(path, env=cli_env(sim))
-    summary = asyncio.run(
-        harvest(config, lambda _index: pull_plan(("ALL",), START, START, config.harvest.window))
-    )
+    summary = asyncio.run(harvest(config, pull_plan(("ALL",), START, START, config.harvest.window)))
     assert summary.exit_code == 0 and summary.done == 1
     assert_store_matches_truth(tmp_path / "store", sim, ["ALL"], START, START)
+    # the callback harvest() used to take is refused before anything is sent
+    sent = len(sim.log)
+    with pytest.raises(TypeError, match="takes a Plan"):
+        asyncio.run(harvest(config, lambda _index: None))  # type: ignore[arg-type]
+    assert len(sim.log) == sent
 
 
 def test_demo_runs_offline_and_replaces_its_store(tmp_path: Path) -> None:

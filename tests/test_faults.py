@@ -75,15 +75,13 @@ def pull_in_process(config_path: Path, sim: SimulatorServer, retry: RetryPolicy)
     config = load_config(config_path, env=cli_env(sim))
     phones = tuple(config.harvest.phones)
 
-    def plan(_index: object) -> Any:
-        return pull_plan(phones, START, END, config.harvest.window)
-
+    plan = pull_plan(phones, START, END, config.harvest.window)
     return asyncio.run(harvest(config, plan, retry=retry))
 
 
 def ledger(store: Path) -> dict[tuple[str, dt.date, dt.date], str]:
     """Every job's latest ledger state."""
-    from harvester.views import connect
+    from harvester.analysis import connect
 
     con = connect(store)
     try:
@@ -415,12 +413,12 @@ def test_an_unreachable_auth_endpoint_is_an_outage_not_a_credentials_error(
     plan = pull_plan(tuple(config.harvest.phones), START, END, config.harvest.window)
 
     with refused(sim):
-        summary = asyncio.run(harvest(config, lambda _index: plan, retry=patient))
+        summary = asyncio.run(harvest(config, plan, retry=patient))
     assert summary.stopped == "unreachable" and summary.exit_code == 1, summary.message
     assert summary.message is not None and "/auth" in summary.message
     assert summary.failed == [] and summary.requests == 0
 
-    again = asyncio.run(harvest(config, lambda _index: plan, retry=patient))
+    again = asyncio.run(harvest(config, plan, retry=patient))
     assert again.exit_code == 0 and again.done == len(phones_of(sim)) * 10
     assert sim.log.count(path="/auth") == 1
     assert_store_matches_truth(tmp_path / "store", sim, phones_of(sim), START, END)

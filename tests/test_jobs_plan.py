@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harvester.jobs import Grain, Job, jobs_for, windows, windows_newest_first
+from harvester.jobs import Grain, Job, windows, windows_newest_first
 from harvester.plan import Cost, PlanCount, count, pull_plan, sync_plan
 
 D = dt.date
@@ -94,7 +94,7 @@ def test_job_path_key_and_completeness() -> None:
 
 
 def test_jobs_stream_phones_inside_windows() -> None:
-    jobs = list(jobs_for(("1", "ALL"), D(2024, 1, 1), D(2024, 1, 2), Grain.DAY))
+    jobs = list(pull_plan(("1", "ALL"), D(2024, 1, 1), D(2024, 1, 2), Grain.DAY).jobs())
     assert [(j.phone, j.window_start.day) for j in jobs] == [
         ("1", 1),
         ("ALL", 1),
@@ -103,8 +103,9 @@ def test_jobs_stream_phones_inside_windows() -> None:
     ]
 
 
-def test_jobs_for_is_lazy_over_huge_plans() -> None:
-    it = jobs_for(tuple(str(1000 + i) for i in range(500)), D(2000, 1, 1), D(2030, 1, 1), Grain.DAY)
+def test_a_plans_jobs_are_lazy_over_huge_plans() -> None:
+    phones = tuple(str(1000 + i) for i in range(500))
+    it = pull_plan(phones, D(2000, 1, 1), D(2030, 1, 1), Grain.DAY).jobs()
     assert next(it).phone == "1000"  # a 10-year x 500-number plan is never materialised
 
 
@@ -223,8 +224,9 @@ def test_windows_reach_the_ends_of_the_calendar_without_overflowing(grain: Grain
 def test_a_plan_that_outlasts_the_calendar_says_so(tmp_path: Path) -> None:
     """At one request a day, a plan finishing after 9999-12-31 has no finish date to print
     (it was an OverflowError)."""
+    from harvester.cli.render_plan import render_plan
     from harvester.config import Config, QuotaConfig, StoreConfig
-    from harvester.planning import describe_plan
+    from harvester.forecast import forecast
 
     config = Config(
         quota=QuotaConfig(limit=1, window_seconds=86_400),
@@ -232,11 +234,11 @@ def test_a_plan_that_outlasts_the_calendar_says_so(tmp_path: Path) -> None:
     )
     plan = pull_plan(("ALL",), D(2024, 1, 1), D(2024, 3, 31), Grain.DAY)
     late = dt.datetime(9999, 12, 1, tzinfo=dt.UTC)
-    text = describe_plan(config, lambda _index: plan, D(2024, 4, 1), as_json=False, now=late)
-    assert "finishing after the year 9999" in text
-    data = json.loads(
-        describe_plan(config, lambda _index: plan, D(2024, 4, 1), as_json=True, now=late)
-    )
+    never = forecast(config, plan, D(2024, 4, 1), now=late)
+    assert never.finish_at is None and never.cost.requests == 91
+    assert "finishing after the year 9999" in render_plan(never, as_json=False)
+    data = json.loads(render_plan(never, as_json=True))
     assert data["finish_at"] is None and data["requests"] == 91
-    soon = describe_plan(config, lambda _index: plan, D(2024, 4, 1), as_json=True)
-    assert json.loads(soon)["finish_at"] is not None
+    soon = forecast(config, plan, D(2024, 4, 1))
+    assert soon.finish_at is not None
+    assert json.loads(render_plan(soon, as_json=True))["finish_at"] is not None

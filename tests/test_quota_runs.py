@@ -44,7 +44,7 @@ def _config(tmp_path: Path, sim: SimulatorServer, days: int) -> Config:
 def _pull(config: Config, days: int, progress: Any = None) -> RunSummary:
     end = START + dt.timedelta(days=days - 1)
     plan = pull_plan((PHONE,), START, end, config.harvest.window)
-    return asyncio.run(harvest(config, lambda _index: plan, progress=progress))
+    return asyncio.run(harvest(config, plan, progress=progress))
 
 
 def _window_start_skew(window: float, into: float) -> float:

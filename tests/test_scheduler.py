@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from harvester import scheduler
+from harvester.analysis import connect
 from harvester.api.client import ApiClient
 from harvester.api.credentials import RENEW_AFTER_SECONDS
 from harvester.config import ApiConfig, Config, Secret, load_config
@@ -33,7 +34,6 @@ from harvester.jobs import Job
 from harvester.plan import PlanCount, pull_plan
 from harvester.scheduler import RetryPolicy, RunSummary, harvest
 from harvester.simulator import SimulatorServer
-from harvester.views import connect
 from tests.conftest import MakeSimulator
 from tests.support import (
     PASSWORD_ENV,
@@ -87,9 +87,7 @@ def _run(
     async def main() -> RunSummary:
         return await harvest(
             config,
-            lambda _i: pull_plan(
-                phones, START, end, config.harvest.window, newest_first=newest_first
-            ),
+            pull_plan(phones, START, end, config.harvest.window, newest_first=newest_first),
             retry=retry,
             progress=progress,
             stop=stop,

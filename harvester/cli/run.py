@@ -1,8 +1,8 @@
 """The run commands, ``plan``, ``pull`` and ``sync``: the range flags merged over the config and
 checked once, the plan each command runs, and the summary a run prints.
 
-They live together because they share that resolution (:func:`resolve_run_args`) and the plan
-builder: ``plan`` must describe exactly the jobs a ``pull`` or ``sync`` would run.
+They live together because they share that resolution (:func:`resolve_run_args`) and the
+plan (:func:`_plan`): ``plan`` must describe exactly the jobs a ``pull`` or ``sync`` would run.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -27,7 +26,7 @@ from harvester.logs import redact
 if TYPE_CHECKING:
     from harvester.gate import GateSnapshot, QuotaGate
     from harvester.jobs import Job
-    from harvester.plan import JobIndex, Plan, PlanCount
+    from harvester.plan import Plan, PlanCount
     from harvester.progress import ProgressSink
     from harvester.scheduler import RunSummary
 
@@ -80,40 +79,36 @@ def resolve_run_args(
     return RunArgs(config, phone_list, start_value, end_date, today_date)
 
 
-def _plan_builder(
+def _plan(
     command_name: str,
     args: RunArgs,
     *,
     newest_first: bool,
     only_failed: bool = False,
     refetch: bool = False,
-) -> Callable[[JobIndex], Plan]:
+) -> Plan:
     from harvester.plan import pull_plan, sync_plan
 
     grain = args.config.harvest.window
-
-    def build(index: JobIndex) -> Plan:
-        if command_name == "sync":
-            return sync_plan(
-                args.phones,
-                args.start,
-                args.today,
-                grain,
-                args.config.harvest.lookback_days,
-                newest_first=newest_first,
-            )
-        return pull_plan(
+    if command_name == "sync":
+        return sync_plan(
             args.phones,
             args.start,
-            args.end,
+            args.today,
             grain,
+            args.config.harvest.lookback_days,
             newest_first=newest_first,
-            only_failed=only_failed,
-            refetch=refetch,
-            today=args.today,
         )
-
-    return build
+    return pull_plan(
+        args.phones,
+        args.start,
+        args.end,
+        grain,
+        newest_first=newest_first,
+        only_failed=only_failed,
+        refetch=refetch,
+        today=args.today,
+    )
 
 
 @command("plan")
@@ -138,23 +133,24 @@ def plan_cmd(
       harvester plan --start 2024-01-01 --end 2024-12-31 --phones 6175550101,ALL
       harvester plan --json
     """
-    from harvester.planning import describe_plan
+    from harvester.cli.render_plan import render_plan
+    from harvester.forecast import forecast
 
     args = resolve_run_args(obj, start, end, phones, today)
-    builder = _plan_builder("sync" if as_sync else "pull", args, newest_first=as_sync)
-    click.echo(describe_plan(args.config, builder, args.today, as_json=as_json))
+    plan = _plan("sync" if as_sync else "pull", args, newest_first=as_sync)
+    click.echo(render_plan(forecast(args.config, plan, args.today), as_json=as_json))
 
 
 def _run(
     command_name: str,
     args: RunArgs,
     obj: CliState,
-    build: Callable[[JobIndex], Plan],
+    plan: Plan,
     as_json: bool,
 ) -> None:
     import asyncio
 
-    from harvester.progress import make_progress
+    from harvester.cli.progress import make_progress
     from harvester.scheduler import harvest
 
     api = args.config.api
@@ -177,7 +173,7 @@ def _run(
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
-        return await harvest(args.config, build, progress=progress, stop=stop)
+        return await harvest(args.config, plan, progress=progress, stop=stop)
 
     summary = asyncio.run(main())
     try:
@@ -283,10 +279,8 @@ def pull_cmd(
     if retry_failed and refetch:
         raise UsageError("--retry-failed and --refetch cannot be combined")
     args = resolve_run_args(obj, start, end, phones, today)
-    build = _plan_builder(
-        "pull", args, newest_first=newest_first, only_failed=retry_failed, refetch=refetch
-    )
-    _run("pull", args, obj, build, as_json)
+    plan = _plan("pull", args, newest_first=newest_first, only_failed=retry_failed, refetch=refetch)
+    _run("pull", args, obj, plan, as_json)
 
 
 @command("sync")
@@ -303,8 +297,8 @@ def sync_cmd(
     as_json: bool,
     newest_first: bool,
 ) -> None:
-    """Incremental: from where each phone's data ends through yesterday, re-fetching the
-    last lookback_days. Safe to run from cron.
+    """Incremental: every job through yesterday not yet done, and late data: a job fetched
+    while at most lookback_days old is fetched again (once a day). Safe to run from cron.
 
     \b
     Example:
@@ -312,5 +306,5 @@ def sync_cmd(
       harvester sync --json    # for schedulers: exit code and a JSON summary
     """
     args = resolve_run_args(obj, start, "yesterday", phones, today)
-    build = _plan_builder("sync", args, newest_first=newest_first)
-    _run("sync", args, obj, build, as_json)
+    plan = _plan("sync", args, newest_first=newest_first)
+    _run("sync", args, obj, plan, as_json)

@@ -233,7 +233,7 @@ def wait_with_timeout(proc: subprocess.Popen[bytes], timeout: float) -> tuple[in
 
 def check_store(store: Path, phones: list[str], start: dt.date, end: dt.date, r: Result) -> None:
     """Done exactly once, nothing missing or doubled, and a sample equal to the ground truth."""
-    from harvester.views import connect
+    from harvester.analysis import connect
 
     con = connect(store)
     try:

@@ -22,9 +22,9 @@ Measured:
   compact with escaped slashes, as the service (and simulator) sends it, and, for reference,
   laid out like the API document's example (two-space indent). The target is judged on the
   compact figure, the smaller and so the stricter;
-- every bundled view (``harvester.views.bundled_views()``) as ``SELECT * FROM view``
+- every bundled view (``harvester.analysis.bundled_views()``) as ``SELECT * FROM view``
   materialised to an Arrow table (what a client that takes the whole view pays), on one
-  ``harvester.views.connect`` connection: median of ``--repeat`` runs after a warm-up, OS page
+  ``harvester.analysis.connect`` connection: median of ``--repeat`` runs after a warm-up, OS page
   cache warm. Before compaction, after it, and over native DuckDB tables holding the same rows
   (``flow_files`` and ``ledger_files`` copied into in-memory tables, every view unchanged on
   top): the ceiling. ``--with-sql FILE`` adds the same after running FILE on the connection;
@@ -243,7 +243,7 @@ def time_views(con: Any, names: list[str], repeat: int, label: str) -> dict[str,
 def measure_views(
     root: Path, repeat: int, label: str, *, native: bool = False, extra_sql: str | None = None
 ) -> dict[str, dict[str, float]]:
-    from harvester.views import bundled_views, connect
+    from harvester.analysis import bundled_views, connect
 
     names = [name for name, _ in bundled_views()]
     con = connect(root)

@@ -107,7 +107,7 @@ def run_cli(
 
 def stored_rows(store: Path) -> dict[tuple[str, dt.date, dt.date], list[Row]]:
     """Rows of the ``diagnostic_flow`` view grouped by job, read through the bundled views."""
-    from harvester.views import connect
+    from harvester.analysis import connect
 
     con = connect(store)
     try:
@@ -154,7 +154,7 @@ def assert_store_matches_truth(
 
 def ledger_states(store: Path) -> dict[str, int]:
     """How many jobs the ledger holds in each current state."""
-    from harvester.views import connect
+    from harvester.analysis import connect
 
     con = connect(store)
     try:

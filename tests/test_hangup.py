@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from harvester.analysis import connect
 from harvester.simulator import SimulatorServer, SimulatorSettings
-from harvester.views import connect
 from tests.support import assert_store_matches_truth, cli_env, run_cli, write_config
 
 TODAY = dt.date(2024, 5, 1)

@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from harvester.analysis import bundled_views, connect, queries_dir
 from harvester.demo import SHOWCASE
 from harvester.items import COLUMNS
 from harvester.items import ItemRows as ParsedReply
@@ -27,7 +28,6 @@ from harvester.simulator import (
     SimulatorSettings,
 )
 from harvester.store import FetchMeta, Store
-from harvester.views import bundled_views, connect, queries_dir
 from tests.support import cli_env, days, run_cli, write_config
 
 # One pull for the whole module (every test here reads it); one xdist worker runs them all.

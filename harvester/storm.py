@@ -63,7 +63,6 @@ class StormBreaker:
         self._probing = False  # a probe is out; everyone else waits for its answer
         self._changed = asyncio.Event()
         self.storms = 0  #: storms seen in this run
-        self.paused_seconds = 0.0  #: time spent in pauses (for tests and summaries)
 
     @property
     def in_storm(self) -> bool:
@@ -124,7 +123,6 @@ class StormBreaker:
 
     def _pause_now(self) -> None:
         self._until = self._clock.monotonic() + self._pause
-        self.paused_seconds += self._pause
 
     def _end_probe(self) -> None:
         self._probing = False

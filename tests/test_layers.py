@@ -9,6 +9,8 @@ those inside functions included (a lazy import is still a dependency) and those 
 * the store imports nothing of the API layer (HTTP, replies, credentials), not even indirectly;
 * the gate imports nothing of the store or the scheduler, not even indirectly;
 * click and rich are imported only under ``harvester/cli/``;
+* no string outside ``harvester/cli/`` names a command-line flag (``--out``), docstrings and
+  comments aside: a library message that names a flag is the CLI's wording in the library;
 * no module is over ``MAX_LINES`` lines.
 
 Known offenders are listed below, each with a comment saying when it goes. An entry that no
@@ -18,6 +20,7 @@ longer applies fails the test too, so the lists only shrink: delete it when its 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +45,9 @@ KNOWN_STORE_TO_API: set[tuple[str, str]] = set()
 # (importer, imported) edges of the gate into the store or the scheduler.
 KNOWN_GATE_TO_STORE: set[tuple[str, str]] = set()
 # Modules outside harvester/cli/ that import click or rich.
-KNOWN_RENDERING_OUTSIDE_CLI: set[tuple[str, str]] = {
-    # to go: the progress bar moves under cli/ once the API branch's progress.py lands (item 3).
-    ("harvester.progress", "rich"),
-}
-# Not visible in imports, so not checked here, and also to go (issue 13 item 3):
-# harvester/planning.py renders ``harvester plan``'s text in the library; the query errors of
-# harvester/analysis.py and harvester/sql_guard.py name the --unsafe-sql flag.
+KNOWN_RENDERING_OUTSIDE_CLI: set[tuple[str, str]] = set()
+# (module, flag) of strings outside harvester/cli/ that name a command-line flag.
+KNOWN_FLAGS_OUTSIDE_CLI: set[tuple[str, str]] = set()
 
 # Modules over MAX_LINES lines.
 KNOWN_LONG_MODULES: set[str] = set()
@@ -254,6 +253,43 @@ def test_click_and_rich_only_under_cli() -> None:
     check(set(found), set(KNOWN_RENDERING_OUTSIDE_CLI), "click or rich outside harvester/cli/")
 
 
+# A long option as a user types it: ``--out``, ``--unsafe-sql`` (not ``---`` rules or ``a--b``).
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def flags_named(source: str) -> set[str]:
+    """The flags that the strings of ``source`` name, docstrings left out (f-strings' literal
+    parts count; comments are not in the tree)."""
+    tree = ast.parse(source)
+    docs = _docstrings(tree)
+    return {
+        flag
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+        for flag in FLAG.findall(node.value)
+    }
+
+
+def test_messages_outside_the_cli_name_no_flag() -> None:
+    found = {
+        (m.name, flag)
+        for m in MODULES.values()
+        if not _matches(m.name, ("harvester.cli",))
+        for flag in flags_named(m.path.read_text())
+    }
+    check(set(found), set(KNOWN_FLAGS_OUTSIDE_CLI), "a flag named outside harvester/cli/")
+
+
 def test_no_module_over_the_line_limit() -> None:
     long = {m.name for m in MODULES.values() if len(m.path.read_text().splitlines()) > MAX_LINES}
     check(set(long), set(KNOWN_LONG_MODULES), f"modules over {MAX_LINES} lines")
@@ -300,6 +336,16 @@ def test_the_checker_follows_indirect_imports() -> None:
     assert gate == {("harvester.clock", "harvester.store")}
     store = forbidden_edges(modules, ("harvester.store",), API_LAYER + API_LIBRARIES)
     assert store == {("harvester.store", "aiohttp")}
+
+
+def test_the_checker_finds_a_flag_in_a_message_but_not_in_a_docstring() -> None:
+    source = (
+        '"""Written through ``--out``."""\n'
+        "def f(x):\n"
+        '    """Or --unsafe-sql."""\n'
+        '    raise ValueError(f"{x}: pass --unsafe-sql -- or not ---")  # --comment\n'
+    )
+    assert flags_named(source) == {"--unsafe-sql"}
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,6 @@ class CredentialSource:
         self._refused: CredentialsError | None = None
         self._lock = asyncio.Lock()
         self._auth_calls: deque[float] = deque()
-        self.auth_calls = 0  #: calls to POST /auth made (for summaries and tests)
         self.renewals = 0  #: pairs replaced by a new one (ahead of time or after a 401)
         if api.login is not None and api.password is not None:
             self._current = Credentials(api.login, api.password, 0)
@@ -197,7 +196,6 @@ class CredentialSource:
         if len(self._auth_calls) >= AUTH_LIMIT:
             await self._clock.sleep(AUTH_WINDOW_SECONDS - (now - self._auth_calls[0]))
         self._auth_calls.append(self._clock.monotonic())
-        self.auth_calls += 1
 
     async def _authenticate(self, generation: int) -> Credentials:
         """One auth call, within the auth limit; _AuthRefused when worth another try."""
@@ -219,7 +217,6 @@ class CredentialSource:
         except SendFailed as exc:
             if not isinstance(exc.outcome, NoReply):  # nothing reached the server
                 self._auth_calls.pop()  # so it costs nothing of the auth call's own limit either
-                self.auth_calls -= 1
                 raise
             raise _AuthRefused(f"could not reach {url}: {exc.outcome.reason}") from None
         status, headers = reply.head.status, reply.head.headers

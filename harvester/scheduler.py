@@ -35,7 +35,7 @@ import random
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import aiohttp
 
@@ -51,7 +51,16 @@ from harvester.plan import JobIndex, Plan, count
 from harvester.progress import NullProgress, ProgressSink, format_duration
 from harvester.reply import parse_reply
 from harvester.store import FetchMeta, Store, StoreWriter
-from harvester.store.ledger import REJECTED_STATUSES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from harvester.reply import ParsedReply
+
+# Replies that will not change on a retry: such a job is recorded as rejected and waits for
+# --retry-failed; any other failure (5xx, transport, an invalid body, retries spent) is tried
+# again by the next pull or sync. (The store records the verdict; it reads no status.)
+REJECTED_STATUSES = frozenset({400, 404, 405})
 
 log = logging.getLogger("harvester")
 
@@ -409,7 +418,7 @@ class _Run:
                 else:
                     self._record_quarantine(job, quarantine)
                     meta = self._meta(job, reply, attempts - len(quarantine))
-                    self.writer.record_done(job, parsed, reply.body, meta)
+                    self.writer.record_done(job, _item_rows(parsed), reply.body, meta)
                     self.summary.done += 1
                     self.summary.rows += len(parsed)
                     self.progress.job_finished(job, "done", len(parsed))
@@ -429,7 +438,7 @@ class _Run:
                 continue
             elif reply.status in REJECTED_STATUSES:  # a retry gets the same answer
                 reason = f"HTTP {reply.status}: {_error_message(reply)}"
-                self._failed(job, reason, reply, attempts, quarantine)
+                self._failed(job, reason, reply, attempts, quarantine, rejected=True)
                 return
             else:
                 reason = f"HTTP {reply.status}: {_error_message(reply)}"
@@ -481,13 +490,15 @@ class _Run:
         reply: RawReply | None,
         attempts: int,
         quarantine: list[tuple[str, RawReply]],
+        *,
+        rejected: bool = False,
     ) -> None:
         last_invalid = bool(quarantine) and quarantine[-1][1] is reply
         earlier = quarantine[:-1] if last_invalid else quarantine
         self._record_quarantine(job, earlier)
         body = reply.body if reply is not None else None
         meta = self._meta(job, reply, attempts - len(earlier))
-        self.writer.record_failed(job, reason, body, meta, last_invalid)
+        self.writer.record_failed(job, reason, body, meta, last_invalid, rejected=rejected)
         self.summary.failed.append((job, reason))
         self.progress.job_finished(job, "failed", 0)
         log.warning(
@@ -526,6 +537,15 @@ class _Run:
         while True:
             self.progress.tick(self.summary, self.gate.snapshot())
             await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+
+
+def _item_rows(parsed: ParsedReply) -> pa.Table:
+    """A parsed reply as the Arrow rows the store takes (:func:`harvester.items.item_schema`)."""
+    import pyarrow as pa
+
+    from harvester.items import item_schema
+
+    return pa.table(parsed.columns(), schema=item_schema())
 
 
 def _error_message(reply: RawReply) -> str:

@@ -31,9 +31,8 @@ from typing import Any
 import duckdb
 
 from harvester.errors import StoreError, UsageError
-from harvester.store import base_views_sql, retry_read
-from harvester.store.schema import Layout
-from harvester.store.views import sql_literal
+from harvester.store import define_base_views, retry_read
+from harvester.store.views import dynamic_sql, snapshot, sql_literal
 
 # Installed wheels carry the SQL inside the package; a source checkout has it at the top level.
 _PACKAGED_QUERIES = Path(__file__).resolve().parent / "queries"
@@ -108,7 +107,7 @@ def connect(
     con = duckdb.connect(database, config=config or {})
     try:
         con.execute("SET TimeZone = 'UTC'")
-        retry_read(lambda: con.execute(base_views_sql(root)))
+        define_base_views(con, root)
         con.execute(_date_scope_sql(date_from, date_to))
         define_views(con)
     except BaseException:
@@ -293,9 +292,9 @@ def export_duckdb(root: Path, file: Path) -> None:
     root = root.resolve()
     if file.exists() and file.is_dir():
         raise UsageError(f"export-duckdb: {file} is a folder")
-    layout = Layout(root)
-    kinds = (("data", layout.data), ("ledger", layout.ledger), ("raw reply", layout.raw))
-    empty = [name for name, base in kinds if not layout.part_files(base)]
+    files = snapshot(root)
+    kinds = (("data", "data"), ("ledger", "ledger"), ("raw reply", "raw"))
+    empty = [name for name, kind in kinds if not files[kind]]
     if empty:
         raise StoreError(
             f"export-duckdb: {root} holds no {' or '.join(empty)} files yet, and the exported "
@@ -311,6 +310,7 @@ def export_duckdb(root: Path, file: Path) -> None:
         temp.unlink(missing_ok=True)
         con = connect(root, database=str(temp))
     try:
+        con.execute(dynamic_sql(root))  # the file reads what the tables hold when it is queried
         con.execute("CHECKPOINT")
     finally:
         con.close()

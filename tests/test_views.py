@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from harvester.demo import SHOWCASE
+from harvester.items import COLUMNS, item_schema
 from harvester.jobs import Job
-from harvester.reply import COLUMNS, ParsedReply
 from harvester.simulator import (
     APPLICATIONS,
     MENU,
@@ -399,8 +400,10 @@ QUALITY_KEY = (
 )
 
 
-def _parsed(rows: list[Item]) -> ParsedReply:
-    return ParsedReply(**{name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)})
+def _parsed(rows: list[Item]) -> pa.Table:
+    return pa.table(
+        {name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)}, schema=item_schema()
+    )
 
 
 def _record(store: Store, jobs: list[tuple[str, dt.date, list[Item] | None]]) -> None:

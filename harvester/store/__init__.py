@@ -136,6 +136,7 @@ class Store:
         """Create the store (tables, ``store.json``) or check that it can take ``grain``."""
         grain = Grain(grain)
         root = self.path
+        self._tables.uri(s.DATA_DIR)  # a path the table layer cannot use: refused before any write
         if root.exists() and not root.is_dir():
             raise StoreError(f"store.path {root} is a file, not a folder")
         try:

@@ -197,3 +197,14 @@ class Layout:
         if not self.ledger.is_dir() or (self.ledger / "_delta_log").is_dir():
             return []
         return sorted(self.ledger.glob("part-*" + PARQUET_SUFFIX))
+
+
+_SCHEMA_CONSTANTS = {"DATA_SCHEMA": DATA_DIR, "RAW_SCHEMA": RAW_DIR, "LEDGER_SCHEMA": LEDGER_DIR}
+
+
+def __getattr__(name: str) -> pa.Schema:
+    """``DATA_SCHEMA``, ``RAW_SCHEMA``, ``LEDGER_SCHEMA`` as before, built on first use."""
+    kind = _SCHEMA_CONSTANTS.get(name)
+    if kind is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return SCHEMAS[kind]()

@@ -15,6 +15,8 @@ its rows (see :mod:`harvester.store.writer`).
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,11 @@ APP_ID = "harvester"
 # file just before a vacuum removed it fails with a vanished file; the harvester's readers retry
 # with the new version's list (views.retry_read), as they did around compaction before.
 VACUUM_RETENTION_HOURS = 0
+# Room a commit needs beyond its rows: the log entry, a checkpoint every 100 commits, Parquet
+# footers. A write is refused (ENOSPC) before delta-rs starts it when the disk has less free
+# than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
+# cleanly on a full disk, but its I/O threads print panics to stderr on the way.
+SPACE_MARGIN_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,19 @@ class Tables:
         # costs ~10 ms, a commit through an open one updates it in place
         self._handles: dict[str, DeltaTable] = {}
 
+    def uri(self, kind: str) -> str:
+        """Where delta-rs finds table ``kind``; StoreError for a path it cannot address."""
+        root = str(self.layout.root)
+        if "[" in root or "]" in root:
+            # delta-rs 1.6 turns the path into an object-store URL whose host then holds the
+            # bracket (an IPv6 literal to the URL parser) and panics; a symlink does not help
+            # (it resolves it first)
+            raise StoreError(
+                f"store.path {root}: the Delta Lake writer (delta-rs) cannot use a folder whose "
+                "path holds '[' or ']': rename or move the folder"
+            )
+        return self.layout.table_uri(kind)
+
     def forget(self) -> None:
         """Drop the open tables (the lock was taken: another process may have committed)."""
         self._handles.clear()
@@ -108,9 +128,7 @@ class Tables:
         from deltalake import DeltaTable
 
         return bool(
-            DeltaTable.is_deltatable(
-                self.layout.table_uri(kind), storage_options=self.layout.storage_options
-            )
+            DeltaTable.is_deltatable(self.uri(kind), storage_options=self.layout.storage_options)
         )
 
     def open(self, kind: str) -> DeltaTable | None:
@@ -119,9 +137,7 @@ class Tables:
         from deltalake.exceptions import TableNotFoundError
 
         try:
-            return DeltaTable(
-                self.layout.table_uri(kind), storage_options=self.layout.storage_options
-            )
+            return DeltaTable(self.uri(kind), storage_options=self.layout.storage_options)
         except TableNotFoundError:
             return None
         except OSError as exc:
@@ -130,7 +146,7 @@ class Tables:
     def files(self, kind: str) -> list[str]:
         """The current version's files (what a query must read: no more, no less)."""
         table = self.open(kind)
-        return [] if table is None else list(table.file_uris())
+        return [] if table is None else [_local(uri) for uri in table.file_uris()]
 
     def file_infos(self, kind: str) -> list[FileInfo]:
         """The current version's files with their sizes, row counts and partitions."""
@@ -147,7 +163,7 @@ class Tables:
             if f"partition.{s.PARTITION_KEY}" in actions.column_names
             else [None] * actions.num_rows
         )
-        base = self.layout.table_uri(kind).rstrip("/")
+        base = _local(self.uri(kind)).rstrip("/")
         return [
             FileInfo(path, f"{base}/{unquote(path)}", int(size or 0), int(rows or 0), month)
             for path, size, rows, month in zip(
@@ -186,6 +202,20 @@ class Tables:
 
     # -- writing (only under the store's lock) ------------------------------------------------
 
+    def ensure_space(self, rows: Any = None) -> None:
+        """OSError(ENOSPC) if a local store's disk cannot take ``rows`` (an Arrow table or None)
+        plus SPACE_MARGIN_BYTES; object storage is not checked."""
+        try:
+            stats = os.statvfs(self.layout.root)
+        except OSError:
+            return
+        free = stats.f_bavail * stats.f_frsize
+        need = int(getattr(rows, "nbytes", 0)) + SPACE_MARGIN_BYTES
+        if free < need:
+            raise OSError(
+                errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free, need ~{need:,})"
+            )
+
     def create_missing(self) -> None:
         """Create each table that does not exist yet, empty, with its explicit schema."""
         from deltalake import DeltaTable
@@ -194,7 +224,7 @@ class Tables:
             if self.exists(kind):
                 continue
             DeltaTable.create(
-                self.layout.table_uri(kind),
+                self.uri(kind),
                 schema=s.SCHEMAS[kind](),
                 mode="ignore",
                 partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
@@ -207,6 +237,7 @@ class Tables:
         """One commit adding ``rows`` (possibly none: then only the transaction identifier)."""
         from deltalake import write_deltalake
 
+        self.ensure_space(rows)
         write_deltalake(
             self.handle(kind),
             rows,
@@ -223,6 +254,7 @@ class Tables:
         all match it): Delta's overwrite with a predicate (replaceWhere)."""
         from deltalake import write_deltalake
 
+        self.ensure_space(rows)
         write_deltalake(
             self.handle(kind),
             rows,
@@ -237,6 +269,7 @@ class Tables:
         """One commit replacing the whole table by ``rows`` (an Arrow table or stream)."""
         from deltalake import write_deltalake
 
+        self.ensure_space(rows)
         write_deltalake(
             self.handle(kind),
             rows,
@@ -248,6 +281,7 @@ class Tables:
 
     def delete(self, kind: str, predicate: str, batch: int, operation: str) -> None:
         """One commit deleting the rows ``predicate`` matches (no commit if none matches)."""
+        self.ensure_space()
         self.handle(kind).delete(
             predicate,
             writer_properties=_writer_properties(),
@@ -261,6 +295,7 @@ class Tables:
         """
         if not self.exists(kind):
             return 0
+        self.ensure_space()
         removed = self.handle(kind).vacuum(
             retention_hours=VACUUM_RETENTION_HOURS,
             dry_run=False,
@@ -289,6 +324,11 @@ class Tables:
                 commit_properties=properties,
             )
         return int(metrics.get("numFilesRemoved", 0))
+
+
+def _local(uri: str) -> str:
+    """A local file as a plain path: delta-rs percent-encodes them (``a%20b``); URIs stay."""
+    return uri if "://" in uri else unquote(uri)
 
 
 def sql_string(text: str) -> str:

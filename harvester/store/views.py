@@ -123,10 +123,15 @@ def _root(root: Path | str | _HasPath) -> Path:
 
 
 def snapshot(root: Path | str | _HasPath) -> dict[str, list[str]]:
-    """Each table's current version as its list of files (delta-rs reads the Delta log)."""
+    """Each table's current version as its list of files (delta-rs reads the Delta log).
+
+    StoreError (one line) if the folder holds a store of another format."""
+    from harvester.store.format import read_store_file
     from harvester.store.tables import Tables
 
-    tables = Tables(s.Layout(_root(root)))
+    layout = s.Layout(_root(root))
+    read_store_file(layout)
+    tables = Tables(layout)
     return {kind: tables.files(kind) for kind in s.KINDS}
 
 

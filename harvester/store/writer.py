@@ -19,8 +19,9 @@ the lock sees the ledger's batch ahead of the data table's and deletes that batc
 (:func:`repair`), so those jobs are fetched again; nothing is ever visible twice.
 
 Which jobs a batch re-fetches: those the ledger held a done record for when the writer started,
-plus those this writer already stored. A failed data commit (disk full) keeps its batch pending
-and is retried by the next flush, never re-recorded.
+plus those this writer already stored. A failed data commit (disk full) deletes its batch's ledger
+records again and puts the jobs back into the buffer; if even that fails, the batch stays
+pending and its rows are retried by the next flush, never re-recorded.
 
 Threads: ``record_*`` run on the event loop's thread and only append to the buffer under a lock;
 ``flush`` runs in a worker thread (``asyncio.to_thread``), swaps the buffer out under that lock and
@@ -297,7 +298,12 @@ class StoreWriter:
         commits += 1
         self._on_commit()
         self._pending = (batch, entries)
-        rows = self._commit_data(batch, entries)
+        try:
+            rows = self._commit_data(batch, entries)
+        except write_errors():
+            if self._undo_records(batch):
+                self._pending = None  # the jobs go back into the buffer, as if never flushed
+            raise
         self._pending = None
         done = sum(1 for e in entries if e.state == "done")
         return FlushResult(
@@ -309,6 +315,17 @@ class StoreWriter:
             files=commits + 1,
             seconds=time.perf_counter() - started,
         )
+
+    def _undo_records(self, batch: int) -> bool:
+        """Delete the ledger records of a batch whose rows could not be stored, so the store is
+        consistent while the process lives on; False if that fails too (then the batch's rows
+        are retried by the next flush, or the next lock undoes the records)."""
+        try:
+            self._tables.ensure_space()
+            self._tables.handle(s.LEDGER_DIR).delete(f"batch_id = {batch}")
+        except write_errors():
+            return False
+        return True
 
     def _commit_data(self, batch: int, entries: list[_Entry]) -> int:
         """The batch's rows as one data commit; returns the rows added."""

@@ -424,7 +424,8 @@ def _data_table(done: list[_Entry], schema: pa.Schema) -> pa.Table:
         replies.column(f.name).cast(f.type) if f.name in COLUMNS else jobs.column(f.name)
         for f in schema
     ]
-    return pa.Table.from_arrays(columns, schema=schema)
+    # one chunk per column: delta-rs writes it as one batch, and sizing it is O(columns)
+    return pa.Table.from_arrays(columns, schema=schema).combine_chunks()
 
 
 def _raw_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:

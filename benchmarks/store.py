@@ -49,9 +49,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import machine
-
 import pyarrow as pa
+from _common import machine
 
 from harvester.items import item_schema
 from harvester.jobs import Job

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import random
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import duckdb
 import pytest
-from deltalake import DeltaTable
 
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from tests.support import assert_store_matches_truth, cli_env, days, run_cli, write_config
@@ -29,6 +26,32 @@ START = D(2024, 3, 1)
 PHONES = ["6175550101", "6175550103", "ALL"]
 ITEM = ("application", "page", "form", "item")
 COUNTERS = ("visits", "filled", "nomatch", "noinput", "transfer", "disconnect")
+
+
+# Samples the data table with delta-rs's reader at random moments until the stop file appears;
+# one JSON line per sample into a file (a pipe would fill and block it): the version and every
+# row (the contract's key and item columns).
+SAMPLER = r"""
+import json, random, sys, time
+from pathlib import Path
+from deltalake import DeltaTable
+table, stop, out = sys.argv[1], Path(sys.argv[2]), open(sys.argv[3], "w")
+columns = ["phone", "window_start", "window_end", "application", "page", "form", "item",
+           "visits", "filled", "nomatch", "noinput", "transfer", "disconnect"]
+rng = random.Random(15)
+print("ready", flush=True)
+while True:
+    last = stop.exists()
+    current = DeltaTable(table)
+    data = current.to_pyarrow_table(columns=columns)
+    rows = [[str(v) if i in (1, 2) else v for i, v in enumerate(row)]
+            for row in zip(*(data.column(c).to_pylist() for c in columns))]
+    out.write(json.dumps({"version": current.version(), "rows": rows}) + "\n")
+    out.flush()
+    if last:
+        break
+    time.sleep(rng.uniform(0.0, 0.05))
+"""
 
 
 def _truth_check(
@@ -73,7 +96,7 @@ def test_deltalake_reader_at_random_moments_of_a_pull_with_refetches_equals_the_
     settings = SimulatorSettings(
         limit=100_000, window_seconds=60, today=D(2024, 5, 1), latency=0.01
     )
-    end = D(2024, 3, 20)
+    end = D(2024, 4, 29)  # 60 days x 3: a re-fetching pull of several seconds
     with SimulatorServer(settings) as sim:
         config = write_config(
             tmp_path,
@@ -91,40 +114,42 @@ def test_deltalake_reader_at_random_moments_of_a_pull_with_refetches_equals_the_
         jobs = {(p, d, d) for p in PHONES for d in days(START, end)}
         with_rows = {job for job in jobs if sim.truth_rows(*job)}  # a quiet day has none
         table = tmp_path / "store" / "data"
+        stop, found = tmp_path / "stop-sampling", tmp_path / "samples.jsonl"
+        # delta-rs's own reader in a process of its own: delta-rs may abort a process at exit
+        # ("terminate called without an active exception"), which must not take pytest with it
+        sampler = subprocess.Popen(
+            [sys.executable, "-c", SAMPLER, str(table), str(stop), str(found)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert sampler.stdout is not None and sampler.stdout.readline().strip() == "ready"
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "harvester",
-                "-q",
-                "pull",
-                "-c",
-                str(config),
-                "--refetch",
-                "--today",
-                "2024-05-01",
+                *(sys.executable, "-m", "harvester", "-q", "pull", "-c", str(config)),
+                *("--refetch", "--today", "2024-05-01"),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        rng = random.Random(15)
-        samples, versions = 0, set()
-        columns = ["phone", "window_start", "window_end", *ITEM, *COUNTERS]
         try:
-            while proc.poll() is None or samples < 3:
-                time.sleep(rng.uniform(0.0, 0.05))
-                current = DeltaTable(str(table))
-                versions.add(current.version())
-                data = current.to_pyarrow_table(columns=columns)
-                rows = list(zip(*(data.column(c).to_pylist() for c in columns), strict=True))
-                counts = _truth_check(rows, sim)
-                assert set(counts) == with_rows, "a job's rows vanished or appeared"
-                samples += 1
+            proc.wait(timeout=120)
         finally:
-            proc.wait(timeout=60)
+            stop.touch()
+            _, err = sampler.communicate(timeout=60)
         assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+        samples = [json.loads(line) for line in found.read_text().splitlines()]
+        assert len(samples) >= 3, err[-2000:]
+        versions = {sample["version"] for sample in samples}
+        for sample in samples:
+            rows = [
+                (r[0], dt.date.fromisoformat(r[1]), dt.date.fromisoformat(r[2]), *r[3:])
+                for r in sample["rows"]
+            ]
+            counts = _truth_check(rows, sim)
+            assert set(counts) == with_rows, "a job's rows vanished or appeared"
         refetched = Counter(e.path for e in sim.log.entries() if e.outcome == "ok")
         assert set(refetched.values()) == {2}  # every job really was fetched again
         assert len(versions) >= 3, versions  # the samples saw the table change under them

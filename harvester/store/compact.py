@@ -7,9 +7,10 @@ or in the ledger).
 What it does, each step one Delta commit (or one per raw partition), so a reader sees the
 version before or the version after, and a crash anywhere leaves a consistent store:
 
-1. data: ``optimize.z_order(phone, window_start)`` on every partition with several files. The
-   table holds only visible rows, so nothing is dropped; z-ordering keeps one phone's rows (ALL
-   above all) in few row groups, so per-number queries skip the rest by statistics.
+1. data: every partition with several files is rewritten as one, sorted by phone and day (a
+   replaceWhere on ``month``: the bin-packing of Delta's optimize plus an order). The table
+   holds only visible rows, so nothing is dropped; the order keeps one phone's rows (ALL above
+   all) in few row groups, so per-number queries skip the rest by statistics.
 2. raw: every partition with several files or bodies no kept ledger record names (superseded
    valid bodies) is rewritten to the bodies kept, once per fetch; quarantined bodies are kept.
 3. ledger: rewritten to the records that still count, the latest per job and its latest done
@@ -17,7 +18,8 @@ version before or the version after, and a crash anywhere leaves a consistent st
    ``prior_attempts`` of its job's latest record, so ``sum(attempts + prior_attempts)`` per job
    is unchanged.
 4. vacuum: the files those commits removed are deleted. A query that listed one just before
-   fails with IOException and is retried on the new version (``retry_read``).
+   fails with IOException and is retried on the new version (``retry_read``). Then a checkpoint
+   of each table, and the log entries before it are deleted.
 
 Memory stays bounded by one raw partition: DuckDB streams each rewrite into delta-rs as Arrow
 record batches.
@@ -36,8 +38,6 @@ from harvester.store.schema import COMPACT_FILES_THRESHOLD
 from harvester.store.tables import FileInfo, Tables, sql_string
 from harvester.store.views import glob_escape, new_connection, parquet_source, sql_literal
 
-# The data table's clustering: by phone, then day (the views' filters and joins).
-Z_ORDER = ["phone", "window_start"]
 # Arrow record batches streamed from DuckDB into a Delta write: large enough for full Parquet
 # row groups, small enough that a rewrite holds a few MB at a time.
 STREAM_BATCH_ROWS = 122_880
@@ -129,6 +129,15 @@ SELECT DISTINCT filename FROM (
 WHERE copies > 1 OR (NOT quarantined AND fetch_id NOT IN (SELECT fetch_id FROM kept_fetches))
 """
 
+# A data partition rewritten in the views' order: by phone, then day (their filters and joins).
+# A sort, not Delta's z-order: measured on 7.6 M rows, z-ordering took 3.3 GB of memory (all
+# partitions at once) and left the data 40% larger (56.8 MB against 40.5 sorted), since one
+# phone's consecutive days compress best next to each other.
+_DATA_SORTED_SQL = """
+SELECT {columns}, {month} AS month FROM {source}
+ORDER BY phone, window_start, fetch_id
+"""
+
 _RAW_KEPT_SQL = """
 SELECT * FROM (
     SELECT {columns}, {month} AS month FROM {source}
@@ -160,8 +169,16 @@ def compact_store(tables: Tables, batch: int) -> CompactionResult:
         ledger_due = ledger is not None and (len(ledger_files) > 1 or kept < records)
         if not data_months and not raw_months and not ledger_due:
             return CompactionResult(ledger_records=kept, seconds=time.perf_counter() - started)
-        if data_months:
-            tables.optimize(s.DATA_DIR, sorted(data_months), Z_ORDER)
+        data_columns = ", ".join(table_columns(s.DATA_DIR))
+        for month in sorted(data_months):
+            files = [i.uri for i in before[s.DATA_DIR] if i.month == month]
+            query = _DATA_SORTED_SQL.format(
+                columns=data_columns, month=sql_string(month), source=parquet_source(files)
+            )
+            predicate = f"{s.PARTITION_KEY} = {sql_string(month)}"
+            tables.replace(
+                s.DATA_DIR, _cast(_stream(con, query), s.data_schema()), predicate, batch, "compact"
+            )
         raw_columns = ", ".join(table_columns(s.RAW_DIR))
         for month in sorted(raw_months):
             files = [i.uri for i in before[s.RAW_DIR] if i.month == month]
@@ -179,6 +196,7 @@ def compact_store(tables: Tables, batch: int) -> CompactionResult:
         con.close()
     for kind in s.KINDS:
         tables.vacuum(kind)
+        tables.tidy_log(kind)
     after = {kind: tables.file_infos(kind) for kind in s.KINDS}
     return CompactionResult(
         batch_id=batch,

@@ -42,6 +42,15 @@ VACUUM_RETENTION_HOURS = 0
 # than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
 # cleanly on a full disk, but its I/O threads print panics to stderr on the way.
 SPACE_MARGIN_BYTES = 64 * 1024
+# Table properties: no log older than the newest checkpoint is kept (the files of older versions
+# are vacuumed at once, so their log entries could only mislead a time-travel query); checkpoints
+# every 100 commits (Delta's default) keep a reader's log replay short. Without this a store's
+# logs grew by ~30 MB over 1,100 flushes, a quarter of its size.
+TABLE_CONFIGURATION = {
+    "delta.logRetentionDuration": "interval 0 hours",
+    "delta.enableExpiredLogCleanup": "true",
+    "delta.checkpointInterval": "100",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +238,7 @@ class Tables:
                 mode="ignore",
                 partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
                 name=f"harvester_{kind}",
+                configuration=TABLE_CONFIGURATION,
                 storage_options=self.layout.storage_options,
                 commit_properties=_commit(None, "create"),
             )
@@ -304,26 +314,20 @@ class Tables:
         )
         return len(removed)
 
-    def optimize(self, kind: str, months: list[str] | None, order: list[str] | None) -> int:
-        """Delta's optimize over ``months`` (all if None): z-ordered by ``order`` if given,
-        else bin-packed; returns the files it removed."""
+    def tidy_log(self, kind: str) -> None:
+        """Write a checkpoint of the current version and delete the log entries before it."""
+        if not self.exists(kind):
+            return
+        self.ensure_space()
         table = self.handle(kind)
-        filters = [(s.PARTITION_KEY, "in", months)] if months is not None else None
-        properties = _commit(None, "compact")
-        if order:
-            metrics = table.optimize.z_order(
-                order,
-                partition_filters=filters,
-                writer_properties=_writer_properties(),
-                commit_properties=properties,
+        configuration = table.metadata().configuration
+        if any(configuration.get(k) != v for k, v in TABLE_CONFIGURATION.items()):
+            # a table created before these properties (one commit, once)
+            table.alter.set_table_properties(
+                TABLE_CONFIGURATION, commit_properties=_commit(None, "configure")
             )
-        else:
-            metrics = table.optimize.compact(
-                partition_filters=filters,
-                writer_properties=_writer_properties(),
-                commit_properties=properties,
-            )
-        return int(metrics.get("numFilesRemoved", 0))
+        table.create_checkpoint()
+        table.cleanup_metadata()
 
 
 def _local(uri: str) -> str:

@@ -35,7 +35,7 @@ import random
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import aiohttp
 
@@ -51,11 +51,6 @@ from harvester.plan import JobIndex, Plan, count
 from harvester.progress import NullProgress, ProgressSink, format_duration
 from harvester.reply import parse_reply
 from harvester.store import FetchMeta, Store, StoreWriter
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from harvester.reply import ParsedReply
 
 # Replies that will not change on a retry: such a job is recorded as rejected and waits for
 # --retry-failed; any other failure (5xx, transport, an invalid body, retries spent) is tried
@@ -418,7 +413,7 @@ class _Run:
                 else:
                     self._record_quarantine(job, quarantine)
                     meta = self._meta(job, reply, attempts - len(quarantine))
-                    self.writer.record_done(job, _item_rows(parsed), reply.body, meta)
+                    self.writer.record_done(job, parsed.columns(), reply.body, meta)
                     self.summary.done += 1
                     self.summary.rows += len(parsed)
                     self.progress.job_finished(job, "done", len(parsed))
@@ -537,15 +532,6 @@ class _Run:
         while True:
             self.progress.tick(self.summary, self.gate.snapshot())
             await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
-
-
-def _item_rows(parsed: ParsedReply) -> pa.Table:
-    """A parsed reply as the Arrow rows the store takes (:func:`harvester.items.item_schema`)."""
-    import pyarrow as pa
-
-    from harvester.items import item_schema
-
-    return pa.table(parsed.columns(), schema=item_schema())
 
 
 def _error_message(reply: RawReply) -> str:

@@ -571,3 +571,25 @@ def test_bulk_plan_count_equals_the_job_by_job_walk(tmp_path: Path) -> None:
     assert late_seen > 0 and retry_seen > 0
     rejected = sum(index.rejected(key) for key in index)
     assert 0 < rejected < sum(index.state(key) == "failed" for key in index)
+
+
+def test_rows_as_arrow_or_as_column_mappings_store_alike(tmp_path: Path) -> None:
+    """record_done takes the item columns as an Arrow table or as a mapping of columns (what
+    the scheduler passes: converted once per flush); one batch may mix both."""
+    store = new_store(tmp_path)
+    jobs = [day_job("111", D0 + dt.timedelta(days=d)) for d in range(4)]
+    with store.lock("run"), store.writer("run") as writer:
+        for n, job in enumerate(jobs):
+            parsed, body = parsed_reply(job, n, items=n + 1)
+            rows = arrow(parsed) if n % 2 else parsed.columns()
+            writer.record_done(job, rows, body, meta(job))
+        with pytest.raises(ValueError, match="item columns"):
+            writer.record_done(jobs[0], {"visits": [1]}, b"{}", meta(jobs[0]))
+    got = flow(store.path, "SELECT * EXCLUDE (fetched_at) FROM diagnostic_flow ORDER BY ALL")
+    expected = sorted(
+        (job.phone, job.window_start, job.window_end, *row)
+        for n, job in enumerate(jobs)
+        for row in parsed_reply(job, n, items=n + 1)[0].rows()
+    )
+    assert got == expected
+    assert store.status().rows == 1 + 2 + 3 + 4

@@ -36,8 +36,9 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import pyarrow as pa
 
@@ -48,6 +49,9 @@ from harvester.jobs import Job
 from harvester.store import schema as s
 from harvester.store.ledger import JobIndex
 from harvester.store.tables import Tables, in_list, sql_string, write_errors
+
+# A reply's rows: an Arrow table of the item columns, or those columns as Python sequences.
+ItemRows: TypeAlias = "pa.Table | Mapping[str, Sequence[object]]"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
@@ -107,7 +111,7 @@ class FlushResult:
 class _Entry:
     job: Job
     state: str  # "done" | "failed"
-    rows: pa.Table | None
+    rows: ItemRows | None
     body: bytes | None
     meta: FetchMeta
     fetch_id: int
@@ -115,6 +119,7 @@ class _Entry:
     quarantine: bool = False
     rejected: bool = False
     recorded_at: int = 0  # epoch microseconds
+    count: int = 0  # rows of a done job
 
 
 @dataclass(slots=True)
@@ -171,12 +176,22 @@ class StoreWriter:
 
     # -- the loop thread's side --------------------------------------------------------------
 
-    def record_done(self, job: Job, rows: pa.Table, raw_body: bytes, meta: FetchMeta) -> None:
-        """Buffer a job whose reply parsed into ``rows`` (columns of :func:`item_schema`): they
-        replace any earlier fetch of the job."""
-        if rows.schema.names[: len(COLUMNS)] != list(COLUMNS):
-            raise ValueError(f"record_done wants the item columns {COLUMNS}")
-        self._add(_Entry(job, "done", rows, raw_body, meta, 0))
+    def record_done(self, job: Job, rows: ItemRows, raw_body: bytes, meta: FetchMeta) -> None:
+        """Buffer a job whose reply parsed into ``rows``: they replace any earlier fetch of the
+        job. ``rows`` holds the item columns (:data:`harvester.items.COLUMNS`) as an Arrow table
+        of :func:`~harvester.items.item_schema`, or as a mapping of column name to values, which
+        is converted once per flush for the whole batch (~3x cheaper than a table per reply)."""
+        if isinstance(rows, pa.Table):
+            if rows.schema.names[: len(COLUMNS)] != list(COLUMNS):
+                raise ValueError(f"record_done wants the item columns {COLUMNS}")
+            count = rows.num_rows
+        else:
+            if any(name not in rows for name in COLUMNS):
+                raise ValueError(f"record_done wants the item columns {COLUMNS}")
+            count = len(rows[COLUMNS[0]])
+        entry = _Entry(job, "done", rows, raw_body, meta, 0)
+        entry.count = count
+        self._add(entry)
 
     def record_failed(
         self,
@@ -393,21 +408,35 @@ def _day(day: dt.date) -> int:
 def _data_table(done: list[_Entry], schema: pa.Schema) -> pa.Table:
     """The rows of the done jobs, grouped by phone and window for tighter statistics.
 
-    The reply columns are concatenated as they came (Arrow, zero-copy); the per-job columns are
-    built once per job and repeated with one ``take``, ~3x cheaper than repeating Python values
-    row by row.
+    Replies given as column mappings are concatenated as Python lists and converted once per
+    column; Arrow replies are taken as they are (zero-copy). The per-job columns are built once
+    per job and repeated with one ``take``, ~3x cheaper than repeating Python values row by row.
     """
     done = sorted(
-        (e for e in done if e.rows is not None and e.rows.num_rows),
+        (e for e in done if e.rows is not None and e.count),
         key=lambda e: (e.job.phone, e.job.window_start),
     )
     if not done:
         return schema.empty_table()
-    replies = pa.concat_tables([e.rows.select(list(COLUMNS)) for e in done if e.rows is not None])
+    items = item_schema()
+    lists: dict[str, list[object]] = {name: [] for name in COLUMNS}
+    for entry in done:
+        if entry.rows is not None and not isinstance(entry.rows, pa.Table):
+            for name, values in lists.items():
+                values.extend(entry.rows[name])
+    converted = pa.table(lists, schema=items)
+    parts: list[pa.Table] = []
+    start = 0
+    for entry in done:
+        if isinstance(entry.rows, pa.Table):
+            parts.append(entry.rows.select(list(COLUMNS)).cast(items))
+        else:
+            parts.append(converted.slice(start, entry.count))
+            start += entry.count
+    replies = pa.concat_tables(parts)
     job_of_row: list[int] = []
     for position, entry in enumerate(done):
-        assert entry.rows is not None
-        job_of_row.extend([position] * entry.rows.num_rows)
+        job_of_row.extend([position] * entry.count)
     jobs = pa.table(
         {
             "phone": pa.array([e.job.phone for e in done], pa.string()),
@@ -420,10 +449,7 @@ def _data_table(done: list[_Entry], schema: pa.Schema) -> pa.Table:
             s.PARTITION_KEY: pa.array([s.month_of(e.job.window_start) for e in done]),
         }
     ).take(pa.array(job_of_row, pa.int32()))
-    columns = [
-        replies.column(f.name).cast(f.type) if f.name in COLUMNS else jobs.column(f.name)
-        for f in schema
-    ]
+    columns = [replies.column(f.name) if f.name in COLUMNS else jobs.column(f.name) for f in schema]
     # one chunk per column: delta-rs writes it as one batch, and sizing it is O(columns)
     return pa.Table.from_arrays(columns, schema=schema).combine_chunks()
 
@@ -466,7 +492,7 @@ def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "quarantined": [e.quarantine for e in entries],
             "attempts": [e.meta.attempts for e in entries],
             "prior_attempts": [0] * len(entries),
-            "rows": [e.rows.num_rows if e.rows is not None else 0 for e in entries],
+            "rows": [e.count for e in entries],
             "http_status": [e.meta.http_status for e in entries],
             "fetched_at": [_micros(e.meta.fetched_at) for e in entries],
             "as_of": [

@@ -3,7 +3,7 @@ return rows, and DuckDB exports. Rendering the rows (tables, CSV, JSON) is the C
 (:mod:`harvester.cli.render_query`).
 
 The SQL of every view lives in ``queries/*.sql`` (one view per file, a header comment saying
-what it answers), written against the base relations of :func:`harvester.store.base_views_sql`
+what it answers), written against the base relations of :func:`harvester.store.define_base_views`
 plus two that :func:`connect` adds: ``flow_files_unfiltered`` (every data row, whatever the date
 range; ``flow_files`` becomes the rows of the range) and ``query_range`` (the range's bounds).
 Files are applied in dependency order by retrying: a view whose dependency is not defined yet
@@ -38,9 +38,8 @@ import duckdb
 from harvester.errors import StoreError, UsageError
 from harvester.outputs import OutputFile, check_folder, check_output, replacing, write_failed
 from harvester.sql_guard import LIBRARY_NAMES, GuardNames, check_reading_sql, lock_down
-from harvester.store import base_views_sql, retry_read
-from harvester.store.schema import Layout
-from harvester.store.views import sql_literal
+from harvester.store import define_base_views, retry_read
+from harvester.store.views import dynamic_sql, snapshot, sql_literal
 
 # Installed wheels carry the SQL inside the package; a source checkout has it at the top level.
 _PACKAGED_QUERIES = Path(__file__).resolve().parent / "queries"
@@ -118,7 +117,7 @@ def connect(
     con = duckdb.connect(database, config=config or {})
     try:
         con.execute("SET TimeZone = 'UTC'")
-        retry_read(lambda: con.execute(base_views_sql(root)))
+        define_base_views(con, root)
         con.execute(_date_scope_sql(date_from, date_to))
         define_views(con)
     except BaseException:
@@ -298,9 +297,9 @@ def export_duckdb(root: Path, file: Path, *, flag: str = "file", store_flag: str
     check_store(root, flag=store_flag)
     check_folder(file, flag)
     resolved = root.resolve()
-    layout = Layout(resolved)
-    kinds = (("data", layout.data), ("ledger", layout.ledger), ("raw reply", layout.raw))
-    empty = [name for name, base in kinds if not layout.part_files(base)]
+    files = snapshot(resolved)
+    kinds = (("data", "data"), ("ledger", "ledger"), ("raw reply", "raw"))
+    empty = [name for name, kind in kinds if not files[kind]]
     if empty:
         raise StoreError(
             f"export-duckdb: {resolved} holds no {' or '.join(empty)} files yet, and the exported "
@@ -316,6 +315,8 @@ def export_duckdb(root: Path, file: Path, *, flag: str = "file", store_flag: str
                 temp.unlink(missing_ok=True)
                 con = connect(resolved, database=str(temp))
             try:
+                # the file reads what the tables hold when it is queried
+                con.execute(dynamic_sql(resolved))
                 con.execute("CHECKPOINT")
             finally:
                 con.close()

@@ -133,7 +133,7 @@ class JobFetcher:
                 case Rows(rows=rows, body=body):
                     self._record_quarantine(job, quarantine)
                     meta = self._meta(job, outcome.head.status, attempts - len(quarantine))
-                    self.writer.record_done(job, rows, body, meta)
+                    self.writer.record_done(job, rows.columns(), body, meta)
                     self.summary.done += 1
                     self.summary.rows += len(rows)
                     self.progress.job_finished(job, "done", len(rows))
@@ -244,7 +244,9 @@ class JobFetcher:
         body = None if isinstance(last, NoReply) else last.body
         status = last.head.status if last.head is not None else None
         meta = self._meta(job, status, attempts - len(earlier))
-        self.writer.record_failed(job, reason, body, meta, last_invalid)
+        self.writer.record_failed(
+            job, reason, body, meta, last_invalid, rejected=isinstance(last, Rejected)
+        )
         self.summary.failed.append((job, reason))
         self.progress.job_finished(job, "failed", 0)
         log.warning(

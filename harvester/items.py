@@ -56,6 +56,10 @@ class ItemRows:
     def __len__(self) -> int:
         return len(self.application)
 
+    def columns(self) -> dict[str, list[str] | list[int]]:
+        """Column name -> values, in :data:`COLUMNS` order: what the store's writer takes."""
+        return {name: getattr(self, name) for name in COLUMNS}
+
     def to_arrow(self) -> pa.RecordBatch:
         """The rows as one Arrow record batch in :func:`item_schema`."""
         import pyarrow as pa

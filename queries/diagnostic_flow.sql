@@ -21,29 +21,23 @@
 --   disconnect      BIGINT       calls that ended while in the item
 --   fetched_at      TIMESTAMPTZ  when the reply was received (UTC)
 --
--- How: rows live in flow_files (every data file, including superseded and orphaned rows);
--- ledger_current holds, per job, the latest ledger record whose state is done. A row is visible
--- iff it belongs to that fetch: same (fetch_id, batch_id), checked together with the job key.
--- Both relations are defined by harvester.store.base_views_sql() before this file runs.
+-- How: flow_files is the data table's current version (a Delta Lake table), which holds exactly
+-- the visible rows: every flush replaces a re-fetched job's rows in the same commit that adds
+-- the new ones. Defined by harvester.store.base_views_sql() before this file runs.
 CREATE OR REPLACE VIEW diagnostic_flow AS
 SELECT
-    f.phone,
-    f.window_start,
-    f.window_end,
-    f.application,
-    f.page,
-    f.form,
-    f.item,
-    f.visits,
-    f.filled,
-    f.nomatch,
-    f.noinput,
-    f.transfer,
-    f.disconnect,
-    f.fetched_at
-FROM ledger_current AS l
-JOIN flow_files AS f
-    ON f.fetch_id = l.fetch_id
-    AND f.batch_id = l.batch_id
-    AND f.phone = l.phone
-    AND f.period = l.period;
+    phone,
+    window_start,
+    window_end,
+    application,
+    page,
+    form,
+    item,
+    visits,
+    filled,
+    nomatch,
+    noinput,
+    transfer,
+    disconnect,
+    fetched_at
+FROM flow_files;

@@ -429,31 +429,30 @@ def test_an_unreachable_auth_endpoint_is_an_outage_not_a_credentials_error(
 
 LONG_START = dt.date(2024, 1, 1)  # 70 days x 4 phones = 280 jobs: the disk fills half-way
 FLUSH_JOBS = 20
-# sitecustomize for the "injected" variant: every Parquet write of the store after the first
-# ENOSPC_AFTER_BYTES bytes leaves a partial temp file and fails as a full disk does.
+# sitecustomize for the "injected" variant: every table write of the store after the first
+# ENOSPC_AFTER_BYTES bytes (of Arrow data handed to delta-rs) fails as a full disk does.
 ENOSPC_SITECUSTOMIZE = """
 import errno, os
-from harvester.store import files as _files, writer as _writer
+from harvester.store import tables as _tables
 
 _budget = int(os.environ["HARVESTER_TEST_ENOSPC_AFTER_BYTES"])
-_real = _files.write_parquet
 _used = 0
 
 
-def write_parquet(final, table, dictionary, metadata):
-    global _used
-    if _used >= _budget:
-        tmp = _files.temp_path(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(b"PAR1" + bytes(1000))
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    tmp = _real(final, table, dictionary, metadata)
-    _used += tmp.stat().st_size
-    return tmp
+def _full(real):
+    def write(self, kind, rows, *args, **kwargs):
+        global _used
+        if _used >= _budget:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        result = real(self, kind, rows, *args, **kwargs)
+        _used += getattr(rows, "nbytes", 0)
+        return result
+
+    return write
 
 
-_files.write_parquet = _writer.write_parquet = write_parquet
+for _name in ("append", "replace", "overwrite"):
+    setattr(_tables.Tables, _name, _full(getattr(_tables.Tables, _name)))
 """
 
 
@@ -462,8 +461,8 @@ def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
     """The store folder on a disk that fills up; yields the extra environment of the first run.
 
     ``tmpfs``: a real 200 KiB tmpfs mounted at the store folder (needs root and mount), grown to
-    64 MiB for the second run. ``injected``: ENOSPC raised by the store's file writer after
-    60 KB, through a sitecustomize module on the subprocess's PYTHONPATH.
+    64 MiB for the second run. ``injected``: ENOSPC raised by the store's table writes after
+    200 KB, through a sitecustomize module on the subprocess's PYTHONPATH.
     """
     store = tmp_path / "store"
     store.mkdir()
@@ -486,7 +485,7 @@ def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
         inject = tmp_path / "inject"
         inject.mkdir()
         (inject / "sitecustomize.py").write_text(ENOSPC_SITECUSTOMIZE)
-        yield {"PYTHONPATH": str(inject), "HARVESTER_TEST_ENOSPC_AFTER_BYTES": "60000"}
+        yield {"PYTHONPATH": str(inject), "HARVESTER_TEST_ENOSPC_AFTER_BYTES": "200000"}
 
 
 def grow_the_disk(store: Path, variant: str) -> None:

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from harvester.api.reply import parse_reply
 from harvester.errors import StoreError, StoreLockedError, StoreWriteError
 from harvester.items import ItemRows as ParsedReply
+from harvester.items import item_schema
 from harvester.jobs import Grain, Job, period_end, period_start
 from harvester.store import FetchMeta, Store, base_views_sql, connect_base
-from harvester.store import writer as writer_module
-from harvester.store.files import write_parquet
+from harvester.store.tables import Tables
 
 QUERIES = Path(__file__).resolve().parents[1] / "queries"
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -34,8 +35,18 @@ def day_job(phone: str, day: dt.date) -> Job:
     return Job(phone, day, day, day)
 
 
-def reply(job: Job, generation: int = 0, items: int = 3) -> tuple[ParsedReply, bytes]:
+def arrow(parsed: ParsedReply) -> pa.Table:
+    """A parsed reply as the Arrow rows the store takes."""
+    return pa.table(parsed.columns(), schema=item_schema())
+
+
+def reply(job: Job, generation: int = 0, items: int = 3) -> tuple[pa.Table, bytes]:
     """A deterministic reply whose counters encode the job and the fetch generation."""
+    parsed, body = parsed_reply(job, generation, items)
+    return arrow(parsed), body
+
+
+def parsed_reply(job: Job, generation: int = 0, items: int = 3) -> tuple[ParsedReply, bytes]:
     body = json.dumps(
         {
             "applications": {
@@ -96,15 +107,16 @@ def test_written_rows_read_back_exactly_with_the_contract_types(tmp_path: Path) 
     expected = sorted(
         (job.phone, job.window_start, job.window_end, *row[:], NOW)
         for job in jobs
-        for row in reply(job, 7, 3)[0].rows()
+        for row in parsed_reply(job, 7, 3)[0].rows()
     )
     assert rows == expected
     described = flow(store.path, "DESCRIBE diagnostic_flow")
     types = {name: kind for name, kind, *_ in described}
     assert types["window_start"] == "DATE" and types["visits"] == "BIGINT"
     assert types["fetched_at"] == "TIMESTAMP WITH TIME ZONE"
-    # hive layout: partitions by month of window_start, readable by plain pyarrow
+    # a Delta table partitioned by month of window_start, readable by plain pyarrow at rest
     assert sorted(p.name for p in (store.path / "data").iterdir()) == [
+        "_delta_log",
         "month=2024-01",
         "month=2024-02",
     ]
@@ -113,24 +125,25 @@ def test_written_rows_read_back_exactly_with_the_contract_types(tmp_path: Path) 
     assert str(table.schema.field("fetched_at").type) == "timestamp[us, tz=UTC]"
 
 
-def test_each_flush_writes_one_file_per_partition_and_kind(tmp_path: Path) -> None:
+def test_each_flush_is_one_commit_per_table_and_one_file_per_partition(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     with store.lock("run"), store.writer("run", flush_jobs=500) as writer:
         for d in range(5):
             job = day_job("111", D0 + dt.timedelta(days=d))  # Jan 30 .. Feb 3
             writer.record_done(job, *reply(job), meta(job))
         result = writer.flush()
-    assert (result.jobs, result.done, result.rows, result.files) == (5, 5, 15, 5)
+    assert (result.jobs, result.done, result.rows, result.files) == (5, 5, 15, 3)
     assert len(list((store.path / "data").rglob("*.parquet"))) == 2
     assert len(list((store.path / "ledger").glob("*.parquet"))) == 1
-    assert not list(store.path.rglob("*.tmp"))
+    tables = Tables(store._layout)
+    assert [tables.open(kind).version() for kind in ("data", "raw", "ledger")] == [1, 1, 1]
 
 
 def test_empty_reply_is_a_done_job_with_zero_rows(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     job = day_job("111", D0)
     with store.lock("run"), store.writer("run") as writer:
-        writer.record_done(job, parse_reply(b'{"applications": {}}'), b"{}", meta(job))
+        writer.record_done(job, arrow(parse_reply(b'{"applications": {}}')), b"{}", meta(job))
     assert flow(store.path) == []
     index = store.job_index()
     assert index.state(job.key) == "done"
@@ -212,25 +225,43 @@ def test_recording_while_a_flush_runs_in_another_thread_loses_nothing(tmp_path: 
 def test_a_failed_flush_keeps_the_jobs_for_the_next_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = new_store(tmp_path)
-    job = day_job("111", D0)
-    real = write_parquet
-    calls = [0]
+    """Whichever of a flush's three commits fails (disk full), its jobs are kept and the next
+    flush stores them exactly once."""
+    for failing in ("raw", "ledger", "data"):
+        store = new_store(tmp_path / failing)
+        job = day_job("111", D0)
+        write(store, [(job, 1, 4)])  # the second fetch replaces these rows
+        real = Tables.append if failing != "data" else Tables.replace
+        calls = [0]
 
-    def flaky(*args: Any, **kwargs: Any) -> Path:
-        calls[0] += 1
-        if calls[0] == 2:  # the raw file of the first flush
-            raise OSError(28, "No space left on device")
-        return real(*args, **kwargs)
+        def flaky(
+            self: Tables,
+            kind: str,
+            *args: Any,
+            failing: str = failing,
+            calls: list[int] = calls,
+            real: Any = real,
+            **kw: Any,
+        ) -> Any:
+            if kind == failing and calls[0] == 0:
+                calls[0] += 1
+                raise OSError(28, "No space left on device")
+            return real(self, kind, *args, **kw)
 
-    monkeypatch.setattr(writer_module, "write_parquet", flaky)
-    with store.lock("run"), store.writer("run") as writer:
-        writer.record_done(job, *reply(job), meta(job))
-        with pytest.raises(StoreWriteError, match="No space left"):
-            writer.flush()
-        assert writer.pending == 1
-    assert len(flow(store.path)) == 3
-    assert not list(store.path.rglob("*.tmp"))
+        monkeypatch.setattr(Tables, "append" if failing != "data" else "replace", flaky)
+        with store.lock("run"), store.writer("run") as writer:
+            writer.record_done(job, *reply(job, 2, 3), meta(job))
+            with pytest.raises(StoreWriteError, match="No space left"):
+                writer.flush()
+            assert writer.pending == 1
+        monkeypatch.undo()
+        assert sorted(flow(store.path, "SELECT visits, item FROM diagnostic_flow")) == [
+            (2, "i0"),
+            (2, "i1"),
+            (2, "i2"),
+        ], failing
+        index = store.job_index()
+        assert index.state(job.key) == "done" and index.attempts(job.key) == 2, failing
 
 
 def test_fetch_meta_is_validated() -> None:
@@ -451,13 +482,31 @@ def test_a_lock_file_from_another_host_is_not_recovered(tmp_path: Path) -> None:
         pass
 
 
-def test_taking_the_lock_removes_leftover_temp_files(tmp_path: Path) -> None:
+def test_files_that_are_not_part_of_the_tables_change_nothing(tmp_path: Path) -> None:
+    """A junk `.parquet` file, a copy of a data file, a stray file: never read, never an error,
+    never deleted (issue 12 item 9)."""
     store = new_store(tmp_path)
-    leftover = store.path / "data" / "month=2024-01" / ".part-000000000007.parquet.tmp"
-    leftover.parent.mkdir(parents=True)
-    leftover.write_bytes(b"half")
-    with store.lock("me"):
-        assert not leftover.exists()
+    jobs = [day_job("111", D0 + dt.timedelta(days=d)) for d in range(3)]
+    write(store, [(job, 1, 2) for job in jobs])
+    before = flow(store.path, "SELECT * FROM diagnostic_flow ORDER BY ALL")
+    status = store.status()
+    part = next((store.path / "data").rglob("part-*.parquet"))
+    strays = [
+        store.path / "data" / "junk.parquet",
+        part.parent / "junk.parquet",
+        part.parent / f"{part.stem} (copy).parquet",
+        store.path / "ledger" / "notes.parquet",
+    ]
+    for stray in strays[:2] + strays[3:]:
+        stray.write_bytes(b"not parquet at all")
+    strays[2].write_bytes(part.read_bytes())
+    assert flow(store.path, "SELECT * FROM diagnostic_flow ORDER BY ALL") == before
+    assert store.status().rows == status.rows and store.status().files == status.files
+    assert len(store.job_index()) == 3
+    write(store, [(jobs[0], 2, 2)])  # a run that removes a file, then vacuums
+    store.compact()
+    assert all(stray.exists() for stray in strays)
+    assert len(flow(store.path)) == 6
 
 
 def test_bulk_plan_count_equals_the_job_by_job_walk(tmp_path: Path) -> None:
@@ -487,7 +536,8 @@ def test_bulk_plan_count_equals_the_job_by_job_walk(tmp_path: Path) -> None:
                     failure = FetchMeta(
                         fetched_at=at, attempts=1, http_status=status, request_path=job.path
                     )
-                    writer.record_failed(job, f"HTTP {status}", None, failure)
+                    rejected = status in (400, 404)
+                    writer.record_failed(job, f"HTTP {status}", None, failure, rejected=rejected)
     index = store.job_index()
     assert isinstance(index, CountingIndex)
 
@@ -522,3 +572,25 @@ def test_bulk_plan_count_equals_the_job_by_job_walk(tmp_path: Path) -> None:
     assert late_seen > 0 and retry_seen > 0
     rejected = sum(index.rejected(key) for key in index)
     assert 0 < rejected < sum(index.state(key) == "failed" for key in index)
+
+
+def test_rows_as_arrow_or_as_column_mappings_store_alike(tmp_path: Path) -> None:
+    """record_done takes the item columns as an Arrow table or as a mapping of columns (what
+    the scheduler passes: converted once per flush); one batch may mix both."""
+    store = new_store(tmp_path)
+    jobs = [day_job("111", D0 + dt.timedelta(days=d)) for d in range(4)]
+    with store.lock("run"), store.writer("run") as writer:
+        for n, job in enumerate(jobs):
+            parsed, body = parsed_reply(job, n, items=n + 1)
+            rows = arrow(parsed) if n % 2 else parsed.columns()
+            writer.record_done(job, rows, body, meta(job))
+        with pytest.raises(ValueError, match="item columns"):
+            writer.record_done(jobs[0], {"visits": [1]}, b"{}", meta(jobs[0]))
+    got = flow(store.path, "SELECT * EXCLUDE (fetched_at) FROM diagnostic_flow ORDER BY ALL")
+    expected = sorted(
+        (job.phone, job.window_start, job.window_end, *row)
+        for n, job in enumerate(jobs)
+        for row in parsed_reply(job, n, items=n + 1)[0].rows()
+    )
+    assert got == expected
+    assert store.status().rows == 1 + 2 + 3 + 4

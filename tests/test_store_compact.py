@@ -9,14 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from harvester.api.reply import parse_reply
+from harvester.items import item_schema
 from harvester.jobs import Job
 from harvester.store import FetchMeta, Store, connect_base, retry_read
 from harvester.store import writer as writer_module
 from harvester.store.compact import COMPACT_FILES_THRESHOLD
-from harvester.store.files import write_parquet
+from harvester.store.tables import Tables
 
 QUERIES = Path(__file__).resolve().parents[1] / "queries"
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -50,7 +52,7 @@ def body_of(job: Job, generation: int, items: int = 3) -> bytes:
 def record(writer: writer_module.StoreWriter, job: Job, generation: int, attempts: int = 1) -> None:
     body = body_of(job, generation)
     meta = FetchMeta(NOW, attempts, 200, job.path)
-    writer.record_done(job, parse_reply(body), body, meta)
+    writer.record_done(job, pa.table(parse_reply(body).columns(), schema=item_schema()), body, meta)
 
 
 def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -61,7 +63,10 @@ def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 def file_counts(root: Path) -> dict[str, int]:
-    return {kind: len(list((root / kind).rglob("*.parquet"))) for kind in ("data", "raw", "ledger")}
+    return {
+        kind: len([p for p in (root / kind).rglob("*.parquet") if "_delta_log" not in p.parts])
+        for kind in ("data", "raw", "ledger")
+    }
 
 
 @pytest.fixture
@@ -91,8 +96,11 @@ def test_compaction_keeps_answers_and_leaves_one_file_per_partition(store: Store
     index_before = store.job_index()
     status_before = store.status()
     assert file_counts(store.path)["ledger"] > 5
+    # the data table holds only the visible rows already: no superseded row to drop
+    assert query(store.path, "SELECT count(*) FROM flow_files") == [(len(jobs) * 3,)]
     result = store.compact()
-    assert result.batch_id is not None and result.rows_dropped == len(jobs[::3]) * 3
+    assert result.batch_id is not None and result.rows_kept == len(jobs) * 3
+    assert result.ledger_records_dropped == len(jobs[::3])  # the superseded done records
     assert query(store.path, SNAPSHOT) == before
     assert file_counts(store.path) == {"data": 2, "raw": 2, "ledger": 1}
     index = store.job_index()
@@ -121,29 +129,39 @@ def test_compaction_keeps_answers_and_leaves_one_file_per_partition(store: Store
     assert query(store.path, "SELECT count(*) FROM diagnostic_flow") == [(len(jobs) * 3,)]
 
 
-def test_orphans_of_a_failed_flush_are_invisible_then_dropped(
+def test_a_flush_cut_between_its_ledger_and_data_commits_is_undone_at_the_next_lock(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = write_parquet
-    calls = [0]
-
-    def ledger_fails(*args: Any, **kwargs: Any) -> Path:
-        calls[0] += 1
-        if calls[0] == 3:  # data, raw, then the ledger of the first flush
-            raise OSError(5, "Input/output error")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(writer_module, "write_parquet", ledger_fails)
+    """The process dies after the ledger commit of a re-fetch and before its data commit: the
+    next lock deletes that batch's records, so the job is back to the fetch whose rows the
+    table holds (and the next pull may fetch it again); nothing is visible twice."""
     job = job_of("111", 0)
     with store.lock("run"), store.writer("run") as writer:
         record(writer, job, 1)
+
+    def data_fails(*args: Any, **kwargs: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Tables, "replace", data_fails)
+    # undoing the batch's records right away fails too (as on a full disk)
+    monkeypatch.setattr(writer_module.StoreWriter, "_undo_records", lambda self, batch: False)
+    with store.lock("run-2"):
+        writer = store.writer("run-2")
+        record(writer, job, 2, attempts=3)
         with pytest.raises(Exception, match="Input/output"):
             writer.flush()
-        assert query(store.path, "SELECT count(*) FROM diagnostic_flow") == [(0,)]
-    assert file_counts(store.path)["data"] == 2  # the orphan and the retried flush
-    assert query(store.path, "SELECT count(*) FROM diagnostic_flow") == [(3,)]
-    result = store.compact()
-    assert result.rows_dropped == 3
+        # the process "dies" here: the writer is never closed
+    monkeypatch.undo()
+    assert store.job_index().attempts(job.key) == 4  # the cut batch's record is still there
+    assert query(store.path, "SELECT DISTINCT visits FROM diagnostic_flow") == [(1,)]
+    with store.lock("run-3"):
+        index = store.job_index()
+    assert index.state(job.key) == "done" and index.attempts(job.key) == 1
+    assert query(store.path, "SELECT DISTINCT visits FROM diagnostic_flow") == [(1,)]
+    with store.lock("run-4"), store.writer("run-4") as writer:
+        record(writer, job, 3)
+    assert query(store.path, "SELECT visits, count(*) FROM diagnostic_flow GROUP BY 1") == [(3, 3)]
+    store.compact()
     assert file_counts(store.path)["data"] == 1
     assert query(store.path, "SELECT count(*) FROM flow_files") == [(3,)]
 

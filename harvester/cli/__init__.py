@@ -23,6 +23,7 @@ from typing import NoReturn
 import click
 
 from harvester import __version__
+from harvester.cli.migrate import migrate_cmd
 from harvester.cli.options import CliState, config_option
 from harvester.cli.run import plan_cmd, pull_cmd, sync_cmd
 from harvester.cli.sandbox import demo_cmd, simulate_cmd
@@ -79,6 +80,7 @@ for _command in (
     report_cmd,
     simulate_cmd,
     demo_cmd,
+    migrate_cmd,
 ):
     cli.add_command(_command)
 

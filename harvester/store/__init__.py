@@ -1,17 +1,18 @@
-"""The store: hive-partitioned Parquet data, a Parquet job ledger, a raw archive, one lock.
+"""The store: three Delta Lake tables (data, raw archive, job ledger), ``store.json``, one lock.
 
     store = Store(root)                          # no I/O
     store.ensure_writable(grain)                 # StoreError naming the path
     with store.lock(run_id):                     # StoreLockedError naming pid, host, since
         index = store.job_index()                # state(key), done_window(key), last_done_end()
-        with store.writer(run_id) as writer:     # batched, atomic, crash-safe
-            writer.record_done(job, parsed, body, meta)
-            writer.record_failed(job, reason, body, meta, quarantine)
+        with store.writer(run_id) as writer:     # batched: one Delta commit per table and flush
+            writer.record_done(job, rows, body, meta)          # rows: Arrow, items.item_schema()
+            writer.record_failed(job, reason, body, meta, quarantine, rejected=...)
     store.compact(); store.needs_compaction(); store.status(); store.quarantine()
 
-The layout is in :mod:`harvester.store.schema`; the visibility rule (a row is visible iff its
-fetch is its job's latest done ledger record) in :mod:`harvester.store.views`, whose
-:func:`base_views_sql` defines the relations ``queries/*.sql`` are written against.
+The layout is in :mod:`harvester.store.schema`, the Delta layer in :mod:`~harvester.store.tables`.
+The data table's current version is exactly the visible rows; :func:`base_views_sql` defines the
+relations ``queries/*.sql`` are written against. Releasing the lock after a run that committed
+vacuums the files its commits removed, so at rest the Parquet files are exactly the tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import datetime as dt
 import importlib
 import json
+import logging
 import os
 import threading
 import time
@@ -32,13 +34,20 @@ from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
+from harvester.store.format import read_store_file
 from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, hold_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
-from harvester.store.views import base_views_sql, connect_base, parquet_source, retry_read
+from harvester.store.tables import FileInfo, Tables
+from harvester.store.views import (
+    base_views_sql,
+    connect_base,
+    define_base_views,
+    retry_read,
+)
 
-# Writing and compacting need pyarrow.parquet and pyarrow.compute (~80 ms to import); reading the
-# ledger (`harvester plan`, `status`) does not. So those modules load on first use (PEP 562).
+# Writing and compacting need more of pyarrow and deltalake; reading the ledger (`harvester
+# plan`, `status`) needs less. So those modules load on first use (PEP 562).
 _LAZY = {
     "CompactionResult": "harvester.store.compact",
     "FetchMeta": "harvester.store.writer",
@@ -65,6 +74,7 @@ __all__ = [
     "StoreWriter",
     "base_views_sql",
     "connect_base",
+    "define_base_views",
     "open_index",
     "retry_read",
 ]
@@ -72,6 +82,8 @@ __all__ = [
 # Entries a fresh store folder may already hold (a previous ensure_writable that crashed, or an
 # empty folder the user made): anything else means the folder is not ours to fill.
 _OWN_ENTRIES = {s.STORE_FILE, s.LOCK_FILE, s.DATA_DIR, s.RAW_DIR, s.LEDGER_DIR}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,29 +107,36 @@ class QuarantinedReply:
 class Store:
     """One store folder. Reading needs nothing; writing needs :meth:`lock`."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, storage_options: dict[str, str] | None = None) -> None:
         self.path = Path(root)
-        self._layout = s.Layout(self.path)
+        self._layout = s.Layout(self.path, storage_options)
+        self._tables = Tables(self._layout)
         self._write_mutex = threading.Lock()  # one flush or compaction at a time
         self._batch_mutex = threading.Lock()
         self._next_batch: int | None = None
         self._lock_depth = 0
         self._run_id: str | None = None
+        self._committed = False  # a commit since the lock was taken: vacuum on release
+        self._index: JobIndex | None = None  # loaded under the lock, until the next commit
 
     # -- set-up -------------------------------------------------------------------------------
 
     def grain(self) -> Grain | None:
-        """The window grain recorded in ``store.json``, or None for a new or foreign folder."""
-        try:
-            info = json.loads(self._layout.store_file.read_text())
-            return Grain(info["grain"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        """The window grain recorded in ``store.json``, or None for a new or foreign folder.
+
+        StoreError if ``store.json`` is malformed or of another format (one line)."""
+        info = read_store_file(self._layout)
+        return None if info is None else Grain(info["grain"])
+
+    def check_format(self) -> None:
+        """StoreError (one line) unless the folder is new or a store of this format."""
+        read_store_file(self._layout)
 
     def ensure_writable(self, grain: Grain | str) -> None:
-        """Create the store (folders, ``store.json``) or check that it can take ``grain``."""
+        """Create the store (tables, ``store.json``) or check that it can take ``grain``."""
         grain = Grain(grain)
         root = self.path
+        self._tables.uri(s.DATA_DIR)  # a path the table layer cannot use: refused before any write
         if root.exists() and not root.is_dir():
             raise StoreError(f"store.path {root} is a file, not a folder")
         try:
@@ -127,8 +146,13 @@ class Store:
                 f"store.path: cannot create the store folder {root}: {exc.strerror}"
             ) from None
         store_file = self._layout.store_file
-        if store_file.exists():
-            self._check_store_file(grain)
+        info = read_store_file(self._layout)
+        if info is not None:
+            if info["grain"] != grain.value:
+                raise StoreError(
+                    f"store.path {self.path} holds {info['grain']} windows, not {grain.value}: "
+                    "use another store.path for another window"
+                )
         else:
             foreign = sorted(e.name for e in root.iterdir() if e.name not in _OWN_ENTRIES)
             if foreign:
@@ -137,43 +161,12 @@ class Store:
                     f"(found {', '.join(foreign[:3])}): point it at a new or existing store"
                 )
         self._probe_writable()
-        for folder in (self._layout.data, self._layout.raw, self._layout.ledger):
-            folder.mkdir(exist_ok=True)
-        if not store_file.exists():
-            from harvester.store.files import fsync_dir, temp_path
-
-            info = {
-                "format": s.FORMAT_NAME,
-                "format_version": s.FORMAT_VERSION,
-                "grain": grain.value,
-                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "created_by": f"harvester {__version__}",
-            }
-            tmp = temp_path(store_file)
-            tmp.write_text(json.dumps(info, indent=2) + "\n")
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, store_file)
-            fsync_dir(root)
-
-    def _check_store_file(self, grain: Grain) -> None:
-        store_file = self._layout.store_file
         try:
-            info = json.loads(store_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{store_file} is unreadable: {exc}") from None
-        if not isinstance(info, dict) or info.get("format") != s.FORMAT_NAME:
-            raise StoreError(f"{store_file} is not a harvester store file")
-        if info.get("format_version") != s.FORMAT_VERSION:
-            raise StoreError(
-                f"store.path {self.path} has format version {info.get('format_version')}; "
-                f"this harvester writes version {s.FORMAT_VERSION}"
-            )
-        if info.get("grain") != grain.value:
-            raise StoreError(
-                f"store.path {self.path} holds {info.get('grain')} windows, not {grain.value}: "
-                "use another store.path for another window"
-            )
+            self._tables.create_missing()
+        except OSError as exc:
+            raise StoreError(f"store.path {root}: cannot create its tables: {exc}") from None
+        if info is None:
+            write_store_file(store_file, grain)
 
     def _probe_writable(self) -> None:
         probe = self.path / f".write-probe-{os.getpid()}{s.TMP_SUFFIX}"
@@ -189,7 +182,8 @@ class Store:
     def lock(self, run_id: str) -> Iterator[LockHolder | None]:
         """Hold the store's write lock (re-entrant within this object); StoreLockedError if taken.
 
-        Taking it also removes temp files a crashed writer left behind.
+        Taking it repairs a flush a crash cut between its ledger and data commits; releasing
+        it after commits vacuums the files they removed (at rest, the files are the tables).
         """
         if self._lock_depth:
             self._lock_depth += 1
@@ -200,15 +194,43 @@ class Store:
             return
         if not self.path.is_dir():
             raise StoreError(f"store.path {self.path} is not a store folder")
-        from harvester.store.files import remove_temps
+        self.check_format()
+        from harvester.store.writer import repair
 
         with hold_lock(self._layout.lock_file, run_id) as holder:
             self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
+            self._committed, self._index = False, None
+            self._tables.forget()
             try:
-                remove_temps([self._layout.data, self._layout.raw, self._layout.ledger])
+                tables_exist = self._tables.exists(s.LEDGER_DIR) and self._tables.exists(s.DATA_DIR)
+                if tables_exist and repair(self._tables):
+                    self._committed = True
+                    log.warning(
+                        "the last run stopped between storing a batch's records and its rows; "
+                        "those jobs will be fetched again"
+                    )
                 yield holder
             finally:
-                self._lock_depth, self._run_id = 0, None
+                try:
+                    if self._committed:
+                        self._vacuum()
+                finally:
+                    self._lock_depth, self._run_id, self._index = 0, None, None
+
+    def _vacuum(self) -> None:
+        """Delete the files this lock's commits removed; a failure only postpones it."""
+        from harvester.store.tables import write_errors
+
+        with self._write_mutex:
+            for kind in s.KINDS:
+                try:
+                    self._tables.vacuum(kind)
+                except write_errors() as exc:
+                    log.warning("could not vacuum the %s table (next run will): %s", kind, exc)
+
+    def _mark_committed(self) -> None:
+        self._committed = True
+        self._index = None
 
     def writer(
         self,
@@ -226,56 +248,55 @@ class Store:
         from harvester.store.writer import StoreWriter
 
         self._require_lock("write")
+        index = self.job_index()  # which jobs already have rows: their next fetch replaces them
         return StoreWriter(
-            self._layout,
+            self._tables,
             run_id,
             allocate_batch=self._allocate_batch,
             write_mutex=self._write_mutex,
             flush_jobs=flush_jobs,
             flush_seconds=flush_seconds,
             monotonic=monotonic,
+            index=index,
+            on_commit=self._mark_committed,
         )
 
     def compact(self) -> CompactionResult:
-        """Merge small files (one per partition) and the ledger (one file); results unchanged.
+        """Optimize and rewrite the tables (few files, nothing superseded); results unchanged.
 
         Takes the lock unless this object already holds it (a pull compacting at its end).
         """
-        if not self._layout.ledger.is_dir() and not self._layout.data.is_dir():
+        if not self.path.is_dir() or not self._tables.exists(s.LEDGER_DIR):
+            self.check_format()
             raise StoreError(f"store.path {self.path} holds no store")
         from harvester.store.compact import compact_store
 
         with self.lock(self._run_id or f"compact-{os.getpid()}"), self._write_mutex:
-            return compact_store(self._layout, self._allocate_batch())
+            result = compact_store(self._tables, self._allocate_batch())
+            self._committed, self._index = False, None  # compact_store vacuumed already
+            return result
 
     def needs_compaction(self) -> bool:
         """Whether enough small files piled up for :meth:`compact` to pay off."""
-        return s.needs_compaction(self._layout)
+        from harvester.store.compact import needs_compaction
+
+        return needs_compaction(self._file_infos())
+
+    def _file_infos(self) -> dict[str, list[FileInfo]]:
+        return {kind: self._tables.file_infos(kind) for kind in s.KINDS}
 
     def _require_lock(self, what: str) -> None:
         if not self._lock_depth:
             raise StoreError(f"cannot {what} the store {self.path} without holding its lock")
 
     def _allocate_batch(self) -> int:
-        """A batch id above every id on disk (files of crashed writers included)."""
+        """A batch id above every id a commit of this store names."""
         with self._batch_mutex:
             if self._next_batch is None:
-                self._next_batch = self._max_batch_on_disk() + 1
+                self._next_batch = self._tables.highest_batch() + 1
             batch = self._next_batch
             self._next_batch += 1
             return batch
-
-    def _max_batch_on_disk(self) -> int:
-        highest = 0
-        for base in (self._layout.data, self._layout.raw, self._layout.ledger):
-            if not base.is_dir():
-                continue
-            for _, _, names in os.walk(base):
-                for name in names:
-                    batch = s.batch_of(name)
-                    if batch is not None and batch > highest:
-                        highest = batch
-        return highest
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -292,29 +313,41 @@ class Store:
         return save_quota_state(self.path, state)
 
     def job_index(self) -> JobIndex:
-        """Every job's state, attempts and visible window, loaded once (works without a lock)."""
-        return load_index(self._layout.root, self.grain())
+        """Every job's state, attempts and visible window, loaded once (works without a lock;
+        under it, loaded once until the next commit)."""
+        if self._lock_depth and self._index is not None:
+            return self._index
+        grain = self.grain()
+        index = retry_read(lambda: load_index(self._tables.files(s.LEDGER_DIR), grain))
+        if self._lock_depth:
+            self._index = index
+        return index
 
     def status(self) -> StoreStatus:
         """Jobs, rows, coverage, gaps, files and the last run, from the ledger alone."""
         if not self.path.is_dir():
             raise StoreError(f"store.path {self.path} does not exist")
+        grain = self.grain()
+        from harvester.store.compact import needs_compaction
+
+        infos = self._file_infos()
         return store_status(
-            self._layout,
-            g.value if (g := self.grain()) else None,
-            needs_compaction=self.needs_compaction(),
+            self._tables,
+            grain.value if grain else None,
+            infos,
+            needs_compaction=needs_compaction(infos),
         )
 
     def quarantine(self) -> list[QuarantinedReply]:
         """Every quarantined reply (newest first), with the job's current state."""
-        if not self._layout.part_files(self._layout.raw):
+        self.check_format()
+        if not self._tables.files(s.RAW_DIR):
             return []
-        raw = parquet_source(f"{self._layout.raw}/*/*{s.PARQUET_SUFFIX}", partitioned=True)
         # Filter before de-duplicating: the raw_replies view's dedupe would read every body.
-        query = f"""
+        query = """
             SELECT r.phone, r.period, r.window_start, r.window_end, r.request_path,
                    r.http_status, r.fetched_at, r.reason, r.fetch_id, r.run_id, r.body, l.state
-            FROM (SELECT * FROM {raw} WHERE quarantined
+            FROM (SELECT * FROM raw_files WHERE quarantined
                   QUALIFY row_number() OVER (PARTITION BY fetch_id ORDER BY batch_id DESC) = 1)
                  AS r
             LEFT JOIN ledger_latest AS l USING (phone, period)
@@ -330,6 +363,25 @@ class Store:
     def views_sql(self) -> str:
         """The base relations' SQL for this store (see :func:`base_views_sql`)."""
         return base_views_sql(self._layout.root)
+
+
+def write_store_file(store_file: Path, grain: Grain) -> None:
+    """Write ``store.json`` atomically (temp name, fsync, rename, folder fsync)."""
+    from harvester.store.files import fsync_dir, temp_path
+
+    info = {
+        "format": s.FORMAT_NAME,
+        "format_version": s.FORMAT_VERSION,
+        "grain": grain.value,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created_by": f"harvester {__version__}",
+    }
+    tmp = temp_path(store_file)
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, store_file)
+    fsync_dir(store_file.parent)
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ must be a constant-time lookup, and holding it must cost megabytes, not the ~100
 one slot per period of the store's grain (a day, an ISO week, a month):
 
     states      bytearray     0 = never recorded, 1 = done, 2 = failed (latest record), 3 = failed
-                              because the server rejected the request (400/404/405: "rejected")
+                              for good (recorded as ``rejected``: waits for --retry-failed)
     attempts    array('H')    requests ever sent for the job, capped at 65,535
     done_start  array('i')    window of the latest done record, days since 1970-01-01
     done_end    array('i')
@@ -21,22 +21,16 @@ import datetime as dt
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Literal
 
 from harvester.jobs import Grain, period_start
-from harvester.store import schema as s
-from harvester.store.views import new_connection, parquet_source, retry_read
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 JobState = Literal["done", "failed"]
 _STATES: tuple[JobState | None, ...] = (None, "done", "failed", "failed")
 _DONE, _FAILED, _REJECTED = 1, 2, 3
-# Replies that will not change on a retry: a job whose latest record failed with one of these
-# is "rejected" and waits for --retry-failed; any other failure (5xx, transport, an invalid
-# body, retries spent) is tried again by the next pull or sync.
-REJECTED_STATUSES = frozenset({400, 404, 405})
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 # array('H') holds 16 bits; a job tried more often than this is reported at the cap.
 MAX_ATTEMPTS = 65_535
@@ -154,7 +148,7 @@ class JobIndex:
         return None if found is None else _STATES[found[0].states[found[1]]]
 
     def rejected(self, key: tuple[str, dt.date]) -> bool:
-        """Whether the job failed because the server rejected the request (400/404/405)."""
+        """Whether the job's latest record failed for good (the writer was told ``rejected``)."""
         found = self._slot(key)
         return found is not None and found[0].states[found[1]] == _REJECTED
 
@@ -213,26 +207,24 @@ class JobIndex:
 
     # -- loading ------------------------------------------------------------------------------
 
-    def _load(self, root: Path) -> None:
+    def _load(self, ledger_files: list[str]) -> None:
         """Build the dense arrays in DuckDB and copy their buffers: no per-job Python work.
 
         DuckDB aggregates the ledger per job and expands each phone's span into one row per slot
         (``range``), returned as fixed-width columns in slot order; each phone's share of a
         column is then a slice of an Arrow buffer, copied straight into its ``array``.
         """
-        layout = s.Layout(root)
-        if not layout.part_files(layout.ledger):
+        from harvester.store.views import new_connection, parquet_source
+
+        if not ledger_files:
             return
         con = new_connection(ordered=False)
         try:
-            source = parquet_source(s.ledger_glob(layout), partitioned=False)
+            source = parquet_source(ledger_files, partitioned=False)
             jobs = _JOBS_SQL.format(
-                source=source,
-                slot=_SLOT_SQL[self.grain],
-                max_attempts=MAX_ATTEMPTS,
-                rejected=", ".join(map(str, sorted(REJECTED_STATUSES))),
+                source=source, slot=_SLOT_SQL[self.grain], max_attempts=MAX_ATTEMPTS
             )
-            retry_read(lambda: con.execute(f"CREATE TEMP TABLE jobs AS {jobs}"))
+            con.execute(f"CREATE TEMP TABLE jobs AS {jobs}")
             spans = con.execute(_SPANS_SQL).fetchall()
             dense = con.sql(_DENSE_SQL.format(no_day=_NO_DAY)).to_arrow_table().combine_chunks()
         finally:
@@ -287,7 +279,7 @@ _SLOT_SQL = {
 _JOBS_SQL = """
 SELECT phone, {slot} AS slot,
        CAST(arg_max(CASE WHEN state = 'done' THEN 1
-                         WHEN http_status IN ({rejected}) THEN 3
+                         WHEN rejected THEN 3
                          ELSE 2 END, seq) AS UTINYINT) AS code,
        CAST(least(sum(attempts + prior_attempts), {max_attempts}) AS USMALLINT) AS attempts,
        CAST(arg_max(window_start, seq) FILTER (WHERE state = 'done')
@@ -319,8 +311,12 @@ ORDER BY phone, slot
 """
 
 
-def load_index(root: Path, grain: Grain | None) -> JobIndex:
-    """The index of the store at ``root`` (empty if it has no ledger yet)."""
+def load_index(ledger_files: list[str], grain: Grain | None) -> JobIndex:
+    """The index of a ledger whose current version is ``ledger_files`` (empty: no ledger yet).
+
+    A file that vanished under the read (a compaction's vacuum) raises duckdb.IOException:
+    :meth:`Store.job_index` reads again with the new version's list.
+    """
     index = JobIndex(grain)
-    index._load(root)
+    index._load(ledger_files)
     return index

@@ -1,171 +1,162 @@
-"""The store's on-disk layout and the explicit Arrow schema of each kind of file.
+"""The store's layout and the explicit Arrow schema of each of its three Delta Lake tables.
 
-Everything a reader outside the harvester needs is here: where files live, what they are called,
-and what types their columns have. Schemas are explicit (never inferred from the first batch) so
-every file of a kind has identical types and ``read_parquet`` over a glob never has to reconcile.
+Everything a reader outside the harvester needs is here: where the tables live and what types
+their columns have. Schemas are explicit (never inferred from the first batch) so every file of a
+table has identical types.
 
-    <root>/store.json                                 format version and grain
-    <root>/harvester.lock                             the writer's lock (pid, host, since)
-    <root>/data/month=YYYY-MM/part-<batch>.parquet    one row per job and item
-    <root>/raw/month=YYYY-MM/part-<batch>.parquet     one row per reply body (valid or quarantined)
-    <root>/ledger/part-<batch>.parquet                one record per finished job fetch
+    <root>/store.json          format version and grain (local state: see docs/design.md)
+    <root>/harvester.lock      the writer's lock (pid, host, since)
+    <root>/data/               Delta table, partitioned by month: one row per job and item;
+                               its current version is exactly the visible rows
+    <root>/raw/                Delta table, partitioned by month: one row per reply body
+                               (valid or quarantined), the provenance of every fetch
+    <root>/ledger/             Delta table: one record per finished job fetch (job states)
 
-``month`` is the month of the job's ``window_start``; it exists only in the folder name (hive
-style), never inside the files, so Spark and Trino do not see the column twice. ``<batch>`` is
-the zero-padded batch id: it grows with every flush and compaction, so names sort by age.
-Files being written are named ``.<name>.tmp`` in the same folder: no reader's ``*.parquet`` glob
-can match them, and hive-aware readers skip dot-files anyway.
+``month`` is the month of the job's ``window_start``; as in every Delta or Hive table it is a
+partition column, kept in the folder name (``month=YYYY-MM``) and in the table's log, not inside
+the Parquet files. ``job_key`` (``phone/period``) is a real column so that a flush that replaces
+re-fetched jobs can name them in one plain ``IN`` predicate (delta-rs re-reads a concurrent
+commit's predicate in its conflict check, which a computed key would defeat).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 STORE_FILE = "store.json"
 LOCK_FILE = "harvester.lock"
 DATA_DIR = "data"
 RAW_DIR = "raw"
 LEDGER_DIR = "ledger"
+KINDS = (DATA_DIR, RAW_DIR, LEDGER_DIR)
 PARTITION_KEY = "month"
+# The tables partitioned by month (the ledger is small and always read whole).
+PARTITIONED = frozenset({DATA_DIR, RAW_DIR})
 
-# Bumped when a file kind's schema or the layout changes incompatibly; checked by ensure_writable.
+# Bumped when a table's schema or the layout changes incompatibly; every command checks it.
+# 1: the harvester's own Parquet layout (a ledger deciding visibility); 2: Delta Lake tables.
 FORMAT_NAME = "harvester-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
 
-# Batch ids are zero-padded in file names so lexical order is numeric order (12 digits = 10**12
-# flushes, far beyond any store's life).
-BATCH_DIGITS = 12
 TMP_SUFFIX = ".tmp"
 PARQUET_SUFFIX = ".parquet"
-_PART_RE = re.compile(r"^\.?part-(\d+)\.parquet(?:\.tmp)?$")
 
-# A ledger record's ``seq`` is ``batch_id << SEQ_BITS | position in its file``: one int64 that
-# orders records across files (by batch) and inside one (by position). 24 bits = 16.7 M records per
-# file, which bounds a flush (flush_jobs) and a compacted ledger (two records per job at most).
+# A ledger record's ``seq`` is ``batch_id << SEQ_BITS | position in its flush``: one int64 that
+# orders a job's records across flushes (by batch) and inside one (by position). 24 bits = 16.7 M
+# records per flush, which bounds flush_jobs.
 SEQ_BITS = 24
 MAX_RECORDS_PER_FILE = 1 << SEQ_BITS
-
-UTC_MICROS = pa.timestamp("us", tz="UTC")
-
-# The contract's columns (``diagnostic_flow``), plus the provenance that makes visibility work.
-DATA_SCHEMA = pa.schema(
-    [
-        pa.field("phone", pa.string(), nullable=False),
-        pa.field("period", pa.date32(), nullable=False),  # the job key's calendar period
-        pa.field("window_start", pa.date32(), nullable=False),
-        pa.field("window_end", pa.date32(), nullable=False),
-        pa.field("application", pa.string(), nullable=False),
-        pa.field("page", pa.string(), nullable=False),
-        pa.field("form", pa.string(), nullable=False),
-        pa.field("item", pa.string(), nullable=False),
-        pa.field("visits", pa.int64(), nullable=False),
-        pa.field("filled", pa.int64(), nullable=False),
-        pa.field("nomatch", pa.int64(), nullable=False),
-        pa.field("noinput", pa.int64(), nullable=False),
-        pa.field("transfer", pa.int64(), nullable=False),
-        pa.field("disconnect", pa.int64(), nullable=False),
-        pa.field("fetched_at", UTC_MICROS, nullable=False),
-        pa.field("fetch_id", pa.int64(), nullable=False),
-        pa.field("batch_id", pa.int64(), nullable=False),
-    ]
-)
-
-# Every reply body as received (never headers: credentials travel in them), valid or not.
-RAW_SCHEMA = pa.schema(
-    [
-        pa.field("phone", pa.string(), nullable=False),
-        pa.field("period", pa.date32(), nullable=False),
-        pa.field("window_start", pa.date32(), nullable=False),
-        pa.field("window_end", pa.date32(), nullable=False),
-        pa.field("request_path", pa.string(), nullable=False),
-        pa.field("http_status", pa.int32()),
-        pa.field("fetched_at", UTC_MICROS, nullable=False),
-        pa.field("valid", pa.bool_(), nullable=False),
-        pa.field("quarantined", pa.bool_(), nullable=False),
-        pa.field("reason", pa.string()),
-        pa.field("body", pa.binary(), nullable=False),
-        pa.field("fetch_id", pa.int64(), nullable=False),
-        pa.field("batch_id", pa.int64(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("harvester_version", pa.string(), nullable=False),
-    ]
-)
-
-# One record per finished fetch of a job; the latest per (phone, period) is the job's state, the
-# latest *done* one names the fetch whose rows are visible.
-LEDGER_SCHEMA = pa.schema(
-    [
-        pa.field("phone", pa.string(), nullable=False),
-        pa.field("period", pa.date32(), nullable=False),
-        pa.field("seq", pa.int64(), nullable=False),
-        pa.field("state", pa.string(), nullable=False),  # "done" | "failed"
-        pa.field("reason", pa.string()),
-        pa.field("quarantined", pa.bool_(), nullable=False),
-        pa.field("attempts", pa.int64(), nullable=False),  # requests sent for this fetch
-        pa.field("prior_attempts", pa.int64(), nullable=False),  # of records merged away
-        pa.field("rows", pa.int64(), nullable=False),
-        pa.field("http_status", pa.int32()),
-        pa.field("fetched_at", UTC_MICROS, nullable=False),
-        # the run's "today" (--today or the account's date): how old the data was when fetched
-        pa.field("as_of", pa.date32(), nullable=False),
-        pa.field("fetch_id", pa.int64(), nullable=False),
-        pa.field("batch_id", pa.int64(), nullable=False),
-        pa.field("window_start", pa.date32(), nullable=False),
-        pa.field("window_end", pa.date32(), nullable=False),
-        pa.field("complete", pa.bool_(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("request_path", pa.string(), nullable=False),
-        pa.field("harvester_version", pa.string(), nullable=False),
-        pa.field("recorded_at", UTC_MICROS, nullable=False),
-    ]
-)
-
-# Parquet dictionary encoding pays off where values repeat within a file: a phone, an application
-# URL or a page name repeats across every row of a job and across jobs. Counters and ids are
-# near-unique per row and would only grow a dictionary page that is then abandoned.
-DATA_DICTIONARY = [
-    "phone",
-    "period",
-    "window_start",
-    "window_end",
-    "application",
-    "page",
-    "form",
-    "item",
-    "fetched_at",
-    "fetch_id",
-    "batch_id",
-]
-RAW_DICTIONARY = ["phone", "request_path", "run_id", "harvester_version", "reason", "batch_id"]
-LEDGER_DICTIONARY = ["phone", "state", "reason", "run_id", "harvester_version", "batch_id"]
-# zstd at its default level 3: 10 M rows take ~37 MB and 550,000 raw bodies (~1.5 GB of JSON)
-# ~11 MB after compaction, at a write cost that keeps a 500-job flush in the tens of ms.
-COMPRESSION = "zstd"
-
 
 # Beyond this many files in one partition (or in the ledger) reads slow down noticeably: DuckDB
 # opens every file's footer, ~1 ms each, and `status` must stay under 2 s. A 550,000-job backfill
 # in 500-job flushes leaves ~1,100 ledger files; a daily sync adds one per month partition a day.
 COMPACT_FILES_THRESHOLD = 64
 
+# zstd at its default level 3: 10 M rows take ~37 MB and 550,000 raw bodies (~1.5 GB of JSON)
+# ~11 MB after compaction, at a write cost that keeps a 500-job flush in the tens of ms.
+COMPRESSION = "ZSTD"
 
-def needs_compaction(layout: Layout) -> bool:
-    """More than COMPACT_FILES_THRESHOLD files in the ledger or in any partition.
+# The columns of each table, in order; the Arrow types are built on demand (importing pyarrow
+# costs ~80 ms that `harvester --help` must not pay).
+DATA_KEYS = ("phone", "period", "window_start", "window_end")
+DATA_PROVENANCE = ("fetched_at", "fetch_id", "job_key")
 
-    Here rather than in :mod:`~harvester.store.compact` because ``status`` asks it, and must not
-    pay for importing what compacting needs (pyarrow.parquet, pyarrow.compute).
-    """
-    if len(layout.part_files(layout.ledger)) > COMPACT_FILES_THRESHOLD:
-        return True
-    for base in (layout.data, layout.raw):
-        for files in layout.partitions(base).values():
-            if len(files) > COMPACT_FILES_THRESHOLD:
-                return True
-    return False
+
+def data_schema() -> pa.Schema:
+    """The data table: the contract's columns, the job key, the fetch, and ``month``."""
+    import pyarrow as pa
+
+    from harvester.items import item_schema
+
+    return pa.schema(
+        [
+            pa.field("phone", pa.string(), nullable=False),
+            pa.field("period", pa.date32(), nullable=False),  # the job key's calendar period
+            pa.field("window_start", pa.date32(), nullable=False),
+            pa.field("window_end", pa.date32(), nullable=False),
+            *item_schema(),
+            pa.field("fetched_at", utc_micros(), nullable=False),
+            pa.field("fetch_id", pa.int64(), nullable=False),
+            pa.field("job_key", pa.string(), nullable=False),
+            pa.field(PARTITION_KEY, pa.string(), nullable=False),
+        ]
+    )
+
+
+def raw_schema() -> pa.Schema:
+    """Every reply body as received (never headers: credentials travel in them), valid or not."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("phone", pa.string(), nullable=False),
+            pa.field("period", pa.date32(), nullable=False),
+            pa.field("window_start", pa.date32(), nullable=False),
+            pa.field("window_end", pa.date32(), nullable=False),
+            pa.field("request_path", pa.string(), nullable=False),
+            pa.field("http_status", pa.int32()),
+            pa.field("fetched_at", utc_micros(), nullable=False),
+            pa.field("valid", pa.bool_(), nullable=False),
+            pa.field("quarantined", pa.bool_(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("body", pa.binary(), nullable=False),
+            pa.field("fetch_id", pa.int64(), nullable=False),
+            pa.field("batch_id", pa.int64(), nullable=False),
+            pa.field("run_id", pa.string(), nullable=False),
+            pa.field("harvester_version", pa.string(), nullable=False),
+            pa.field(PARTITION_KEY, pa.string(), nullable=False),
+        ]
+    )
+
+
+def ledger_schema() -> pa.Schema:
+    """One record per finished fetch of a job; the latest per (phone, period) is its state."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("phone", pa.string(), nullable=False),
+            pa.field("period", pa.date32(), nullable=False),
+            pa.field("seq", pa.int64(), nullable=False),
+            pa.field("state", pa.string(), nullable=False),  # "done" | "failed"
+            # the failure will not change on a retry (the writer was told so): waits for
+            # --retry-failed instead of the next pull
+            pa.field("rejected", pa.bool_(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("quarantined", pa.bool_(), nullable=False),
+            pa.field("attempts", pa.int64(), nullable=False),  # requests sent for this fetch
+            pa.field("prior_attempts", pa.int64(), nullable=False),  # of records merged away
+            pa.field("rows", pa.int64(), nullable=False),
+            pa.field("http_status", pa.int32()),
+            pa.field("fetched_at", utc_micros(), nullable=False),
+            # the run's "today" (--today or the account's date): how old the data was
+            pa.field("as_of", pa.date32(), nullable=False),
+            pa.field("fetch_id", pa.int64(), nullable=False),
+            pa.field("batch_id", pa.int64(), nullable=False),
+            pa.field("window_start", pa.date32(), nullable=False),
+            pa.field("window_end", pa.date32(), nullable=False),
+            pa.field("complete", pa.bool_(), nullable=False),
+            pa.field("run_id", pa.string(), nullable=False),
+            pa.field("request_path", pa.string(), nullable=False),
+            pa.field("harvester_version", pa.string(), nullable=False),
+            pa.field("recorded_at", utc_micros(), nullable=False),
+        ]
+    )
+
+
+SCHEMAS = {DATA_DIR: data_schema, RAW_DIR: raw_schema, LEDGER_DIR: ledger_schema}
+
+
+def utc_micros() -> pa.DataType:
+    import pyarrow as pa
+
+    return pa.timestamp("us", tz="UTC")
 
 
 def month_of(day: dt.date) -> str:
@@ -173,23 +164,9 @@ def month_of(day: dt.date) -> str:
     return f"{day.year:04d}-{day.month:02d}"
 
 
-def part_name(batch_id: int) -> str:
-    return f"part-{batch_id:0{BATCH_DIGITS}d}{PARQUET_SUFFIX}"
-
-
-def batch_of(name: str) -> int | None:
-    """The batch id in a part file's name (also of a leftover temp file), else None."""
-    match = _PART_RE.match(name)
-    return int(match.group(1)) if match else None
-
-
-def is_part(name: str) -> bool:
-    """A finished part file (what readers' globs see), not a temp file or anything else."""
-    return not name.startswith(".") and batch_of(name) is not None
-
-
-def ledger_glob(layout: Layout) -> str:
-    return f"{layout.ledger}/*{PARQUET_SUFFIX}"
+def job_key(phone: str, period: dt.date) -> str:
+    """The ``job_key`` column: ``phone/YYYY-MM-DD`` (a phone never holds a slash)."""
+    return f"{phone}/{period.isoformat()}"
 
 
 def seq_of(batch_id: int, position: int) -> int:
@@ -197,35 +174,37 @@ def seq_of(batch_id: int, position: int) -> int:
 
 
 class Layout:
-    """The paths of one store; pure path arithmetic, no I/O."""
+    """The places of one store: its local folder and each table's URI; no I/O.
 
-    def __init__(self, root: Path) -> None:
+    The table layer speaks URIs and storage options only (``table_uri``), so a table can live
+    on object storage; the lock and ``store.json`` are local files for now.
+    """
+
+    def __init__(self, root: Path, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.absolute()
         self.data = self.root / DATA_DIR
         self.raw = self.root / RAW_DIR
         self.ledger = self.root / LEDGER_DIR
         self.store_file = self.root / STORE_FILE
         self.lock_file = self.root / LOCK_FILE
+        self.storage_options = storage_options
 
-    def partition(self, base: Path, month: str) -> Path:
-        return base / f"{PARTITION_KEY}={month}"
+    def table_uri(self, kind: str) -> str:
+        return str(self.root / kind)
 
-    def part_files(self, base: Path) -> list[Path]:
-        """Finished part files under ``base`` (one level of partitions, or flat for the ledger)."""
-        if not base.is_dir():
+    def legacy_ledger_files(self) -> list[Path]:
+        """Part files of a format-1 ledger (``ledger/part-*.parquet`` without a Delta log)."""
+        if not self.ledger.is_dir() or (self.ledger / "_delta_log").is_dir():
             return []
-        found: list[Path] = []
-        for entry in sorted(base.iterdir()):
-            if entry.is_dir() and entry.name.startswith(f"{PARTITION_KEY}="):
-                found.extend(p for p in sorted(entry.iterdir()) if is_part(p.name))
-            elif is_part(entry.name):
-                found.append(entry)
-        return found
+        return sorted(self.ledger.glob("part-*" + PARQUET_SUFFIX))
 
-    def partitions(self, base: Path) -> dict[str, list[Path]]:
-        """Partition value -> its finished part files, for ``data`` or ``raw``."""
-        out: dict[str, list[Path]] = {}
-        for path in self.part_files(base):
-            if path.parent != base:
-                out.setdefault(path.parent.name.split("=", 1)[1], []).append(path)
-        return out
+
+_SCHEMA_CONSTANTS = {"DATA_SCHEMA": DATA_DIR, "RAW_SCHEMA": RAW_DIR, "LEDGER_SCHEMA": LEDGER_DIR}
+
+
+def __getattr__(name: str) -> pa.Schema:
+    """``DATA_SCHEMA``, ``RAW_SCHEMA``, ``LEDGER_SCHEMA`` as before, built on first use."""
+    kind = _SCHEMA_CONSTANTS.get(name)
+    if kind is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return SCHEMAS[kind]()

@@ -2,8 +2,8 @@
 
 Why only the ledger: a ledger record carries the row count of its fetch, so rows, coverage and
 gaps never need the data files (10 M rows), only ~550,000 small records read once into a DuckDB
-temp table; files and bytes come from a directory walk. That keeps status well under 2 s on a
-store of that size while a pull writes.
+temp table; files and bytes come from each table's current version (its Delta log). That keeps
+status well under 2 s on a store of that size while a pull writes.
 
 Counting rules: a job counts as done or failed by its *latest* record; rows, coverage and gaps
 count the *visible* fetch (latest done record), so a job whose re-fetch failed still covers its
@@ -23,6 +23,7 @@ import duckdb
 
 from harvester.store import schema as s
 from harvester.store.lock import LockHolder, read_lock
+from harvester.store.tables import FileInfo, Tables
 from harvester.store.views import empty_select, new_connection, parquet_source, retry_read
 
 _LATEST = "QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1"
@@ -132,12 +133,16 @@ FROM l GROUP BY run_id ORDER BY max(recorded_at) DESC, max(seq) DESC LIMIT 1
 """
 
 
-def store_status(layout: s.Layout, grain: str | None, *, needs_compaction: bool) -> StoreStatus:
+def store_status(
+    tables: Tables, grain: str | None, infos: dict[str, list[FileInfo]], *, needs_compaction: bool
+) -> StoreStatus:
     """Read the ledger once into a temp table and answer everything from it."""
-    files, sizes = _walk(layout)
+    layout = tables.layout
+    files = {kind: len(infos[kind]) for kind in s.KINDS}
+    sizes = {kind: sum(info.size for info in infos[kind]) for kind in s.KINDS}
     con = new_connection(ordered=False)
     try:
-        retry_read(lambda: _materialise(con, layout))
+        retry_read(lambda: _materialise(con, tables.files(s.LEDGER_DIR)))
         phones_raw = con.execute(_PER_PHONE).fetchall()
         gaps: dict[str, list[tuple[dt.date, dt.date]]] = {}
         short = [row[0] for row in phones_raw if row[8]]
@@ -176,19 +181,14 @@ def store_status(layout: s.Layout, grain: str | None, *, needs_compaction: bool)
     )
 
 
-def _materialise(con: duckdb.DuckDBPyConnection, layout: s.Layout) -> None:
+def _materialise(con: duckdb.DuckDBPyConnection, ledger: list[str]) -> None:
     """Temp table ``l`` (the columns status needs of every record) and two views over it.
 
     ``latest_records`` (one per job) and ``visible_records`` (latest done per job) need a
     per-job sort only when some job has several records; a freshly compacted store, or a pull
     that re-fetched nothing, has one per job and skips it.
     """
-    ledger = layout.part_files(layout.ledger)
-    source = (
-        f"SELECT * FROM {parquet_source(s.ledger_glob(layout), partitioned=False)}"
-        if ledger
-        else empty_select(s.LEDGER_SCHEMA)
-    )
+    source = f"SELECT * FROM {parquet_source(ledger)}" if ledger else empty_select(s.LEDGER_DIR)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE l AS
@@ -213,18 +213,3 @@ def _materialise(con: duckdb.DuckDBPyConnection, layout: s.Layout) -> None:
             SELECT * FROM l WHERE state = 'done' {_LATEST};
         """
     )
-
-
-def _walk(layout: s.Layout) -> tuple[dict[str, int], dict[str, int]]:
-    files: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    for kind, base in (("data", layout.data), ("raw", layout.raw), ("ledger", layout.ledger)):
-        count = size = 0
-        for path in layout.part_files(base):
-            try:
-                size += path.stat().st_size
-            except FileNotFoundError:  # deleted by a compaction since the listing
-                continue
-            count += 1
-        files[kind], sizes[kind] = count, size
-    return files, sizes

@@ -1,20 +1,32 @@
-"""The batched writer: finished jobs are buffered, then flushed as a few files at once.
+"""The batched writer: finished jobs are buffered, then flushed as three Delta commits.
 
-Why batches: a Parquet file with fsync and rename costs ~2 ms however small it is, so a file per
-job would cap the pipeline near 500 jobs/s. A flush writes one data file and one raw file per
-month partition touched, then one ledger file: measured here ~20-30 ms for 500 jobs of 18 items
-(9,000 rows, 500 bodies), i.e. ~50 us per job, a few percent of a core at 1,000 jobs/s.
+Why batches: a Delta commit costs ~20 ms (append) to ~0.2 s (replace) whatever its size, so a
+commit per job would cap a pull far below 1,000 jobs/s; 500 jobs per flush keep it a few percent
+of a core.
 
-Crash safety comes from the order: data and raw files are made durable (temp name, fsync, rename,
-folder fsync) *before* the ledger file that makes their rows visible. A crash in between leaves
-rows no ledger record points at: invisible, dropped by the next compaction, and their jobs are
-simply fetched again. Nothing is ever visible twice, because visibility is "the fetch named by the
-job's current ledger record", and a fetch's rows live in exactly one file.
+One flush, in this order, each step one atomic commit tagged with the flush's batch id (a Delta
+transaction identifier, see :mod:`harvester.store.tables`):
+
+1. ``raw``: the reply bodies (an orphan body of a crashed flush is harmless: nothing counts it);
+2. ``ledger``: one record per job (state, attempts, provenance);
+3. ``data``: the rows, in ONE commit that removes the rows of the batch's re-fetched jobs and
+   adds the new rows (Delta's overwrite with a ``month IN (...) AND job_key IN (...)``
+   predicate), or a plain append when the batch re-fetches nothing (every pull's usual case).
+
+The data table's current version is therefore exactly the visible rows at every moment. A crash
+between steps 2 and 3 leaves ledger records whose rows never landed: the next writer that takes
+the lock sees the ledger's batch ahead of the data table's and deletes that batch's records
+(:func:`repair`), so those jobs are fetched again; nothing is ever visible twice.
+
+Which jobs a batch re-fetches: those the ledger held a done record for when the writer started,
+plus those this writer already stored. A failed data commit (disk full) deletes its batch's ledger
+records again and puts the jobs back into the buffer; if even that fails, the batch stays
+pending and its rows are retried by the next flush, never re-recorded.
 
 Threads: ``record_*`` run on the event loop's thread and only append to the buffer under a lock;
 ``flush`` runs in a worker thread (``asyncio.to_thread``), swaps the buffer out under that lock and
-does all conversion and I/O outside it, so the loop never waits for a disk. Flushes are serialised
-by the store's write mutex, which compaction also takes.
+does all conversion and I/O outside it. Flushes are serialised by the store's write mutex, which
+compaction also takes.
 """
 
 from __future__ import annotations
@@ -24,18 +36,22 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TypeAlias
 
 import pyarrow as pa
 
 from harvester import __version__
 from harvester.errors import StoreError, StoreWriteError
-from harvester.items import COLUMNS, ItemRows
+from harvester.items import COLUMNS, item_schema
 from harvester.jobs import Job
 from harvester.store import schema as s
-from harvester.store.files import publish, remove, write_parquet
+from harvester.store.ledger import JobIndex
+from harvester.store.tables import Tables, in_list, sql_string, write_errors
+
+# A reply's rows: an Arrow table of the item columns, or those columns as Python sequences.
+StoredRows: TypeAlias = "pa.Table | Mapping[str, Sequence[object]]"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
@@ -54,6 +70,7 @@ class FetchMeta:
 
     ``fetch_id`` is normally left None and assigned by the writer (a fresh random 63-bit id).
     ``request_path`` is the path below the API base URL: never headers, never credentials.
+    ``http_status`` is kept as provenance only: the store gives it no meaning.
     """
 
     fetched_at: dt.datetime
@@ -77,7 +94,8 @@ class FetchMeta:
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
-    """What one flush made durable (all zeros when the buffer was empty)."""
+    """What one flush made durable (all zeros when the buffer was empty); ``files`` counts
+    the commits it made."""
 
     batch_id: int | None = None
     jobs: int = 0
@@ -93,13 +111,15 @@ class FlushResult:
 class _Entry:
     job: Job
     state: str  # "done" | "failed"
-    parsed: ItemRows | None
+    rows: StoredRows | None
     body: bytes | None
     meta: FetchMeta
     fetch_id: int
     reason: str | None = None
     quarantine: bool = False
+    rejected: bool = False
     recorded_at: int = 0  # epoch microseconds
+    count: int = 0  # rows of a done job
 
 
 @dataclass(slots=True)
@@ -117,7 +137,7 @@ class StoreWriter:
 
     def __init__(
         self,
-        layout: s.Layout,
+        tables: Tables,
         run_id: str,
         *,
         allocate_batch: Callable[[], int],
@@ -125,28 +145,53 @@ class StoreWriter:
         flush_jobs: int,
         flush_seconds: float,
         monotonic: Callable[[], float],
+        index: JobIndex,
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         if not 1 <= flush_jobs < s.MAX_RECORDS_PER_FILE:
             raise ValueError(f"flush_jobs must be in 1 .. {s.MAX_RECORDS_PER_FILE - 1}")
         if flush_seconds <= 0:
             raise ValueError("flush_seconds must be > 0")
-        self._layout = layout
+        self._tables = tables
         self._run_id = run_id
         self._allocate_batch = allocate_batch
         self._write_mutex = write_mutex
         self._flush_jobs = flush_jobs
         self._flush_seconds = flush_seconds
         self._monotonic = monotonic
+        self._on_commit = on_commit
+        self._index = index  # the ledger when the writer started
+        # job key -> month of the rows this writer stored for it (a later fetch replaces them)
+        self._stored: dict[str, str] = {}
+        self._pending: tuple[int, list[_Entry]] | None = None  # a batch whose rows failed
         self._lock = threading.Lock()
         self._buffer = _Buffer()
         self._closed = False
         self._fetch_ids = random.Random(secrets.randbits(SEED_BITS))
+        self._schema = s.data_schema()
+        self._items = item_schema()
+        # open the tables now, not in the first flush: a run's first batch is as quick as the rest
+        for kind in s.KINDS:
+            tables.handle(kind)
 
     # -- the loop thread's side --------------------------------------------------------------
 
-    def record_done(self, job: Job, parsed: ItemRows, raw_body: bytes, meta: FetchMeta) -> None:
-        """Buffer a job whose reply parsed: its rows replace any earlier fetch of the job."""
-        self._add(_Entry(job, "done", parsed, raw_body, meta, 0))
+    def record_done(self, job: Job, rows: StoredRows, raw_body: bytes, meta: FetchMeta) -> None:
+        """Buffer a job whose reply parsed into ``rows``: they replace any earlier fetch of the
+        job. ``rows`` holds the item columns (:data:`harvester.items.COLUMNS`) as an Arrow table
+        of :func:`~harvester.items.item_schema`, or as a mapping of column name to values, which
+        is converted once per flush for the whole batch (~3x cheaper than a table per reply)."""
+        if isinstance(rows, pa.Table):
+            if rows.schema.names[: len(COLUMNS)] != list(COLUMNS):
+                raise ValueError(f"record_done wants the item columns {COLUMNS}")
+            count = rows.num_rows
+        else:
+            if any(name not in rows for name in COLUMNS):
+                raise ValueError(f"record_done wants the item columns {COLUMNS}")
+            count = len(rows[COLUMNS[0]])
+        entry = _Entry(job, "done", rows, raw_body, meta, 0)
+        entry.count = count
+        self._add(entry)
 
     def record_failed(
         self,
@@ -155,15 +200,19 @@ class StoreWriter:
         raw_body: bytes | None,
         meta: FetchMeta,
         quarantine: bool = False,
+        *,
+        rejected: bool = False,
     ) -> None:
         """Buffer a failed job; with ``quarantine`` its body is kept as an invalid reply.
 
-        An earlier successful fetch of the same job stays visible: a failed re-fetch must not
-        hide good data. The job's *state* becomes failed, so the next pull tries it again.
+        ``rejected``: the failure will not change on a retry (the caller knows why: the store
+        does not interpret statuses), so the job waits for ``--retry-failed``; otherwise the next
+        pull or sync tries it again. An earlier successful fetch of the job stays visible: a
+        failed re-fetch must not hide good data.
         """
         if quarantine and raw_body is None:
             raise ValueError("a quarantined reply needs its raw body")
-        self._add(_Entry(job, "failed", None, raw_body, meta, 0, reason, quarantine))
+        self._add(_Entry(job, "failed", None, raw_body, meta, 0, reason, quarantine, rejected))
 
     def _add(self, entry: _Entry) -> None:
         entry.recorded_at = time.time_ns() // 1000
@@ -188,7 +237,8 @@ class StoreWriter:
     def pending(self) -> int:
         """Jobs buffered and not yet durable."""
         with self._lock:
-            return len(self._buffer.entries)
+            waiting = len(self._pending[1]) if self._pending else 0
+            return len(self._buffer.entries) + waiting
 
     def flush_due(self) -> bool:
         """A batch is full, or the oldest buffered job has waited ``flush_seconds``."""
@@ -205,24 +255,38 @@ class StoreWriter:
     def flush(self) -> FlushResult:
         """Make every buffered job durable and visible; safe to call from a worker thread.
 
-        If writing fails (disk full...), the jobs go back into the buffer and StoreError is
-        raised: nothing is lost while the process lives, and files already renamed are invisible.
+        If writing fails (disk full...), StoreWriteError is raised and nothing is lost while the
+        process lives: jobs whose ledger records were not committed go back into the buffer,
+        and a batch whose rows were not committed is retried by the next flush.
         """
         with self._write_mutex:
+            try:
+                if self._pending is not None:
+                    self._commit_data(*self._pending)
+                    self._pending = None
+            except write_errors() as exc:
+                raise self._write_error(exc) from exc
             with self._lock:
                 buffer, self._buffer = self._buffer, _Buffer()
             if not buffer.entries:
                 return FlushResult()
             try:
                 return self._write(buffer.entries)
-            except OSError as exc:
-                with self._lock:
-                    buffer.entries.extend(self._buffer.entries)
-                    buffer.fetch_ids |= self._buffer.fetch_ids
-                    self._buffer = buffer
-                raise StoreWriteError(
-                    f"cannot write to the store {self._layout.root}: {exc}"
-                ) from exc
+            except write_errors() as exc:
+                if not self._is_pending(buffer.entries):  # their records were not stored
+                    with self._lock:
+                        buffer.entries.extend(self._buffer.entries)
+                        buffer.fetch_ids |= self._buffer.fetch_ids
+                        self._buffer = buffer
+                raise self._write_error(exc) from exc
+
+    def _is_pending(self, entries: list[_Entry]) -> bool:
+        """Whether ``entries`` are the batch whose records are stored and rows are not."""
+        return self._pending is not None and self._pending[1] is entries
+
+    def _write_error(self, exc: BaseException) -> StoreWriteError:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return StoreWriteError(f"cannot write to the store {self._tables.layout.root}: {first}")
 
     def close(self) -> FlushResult:
         """Flush what is buffered; later ``record_*`` calls raise StoreError."""
@@ -240,37 +304,22 @@ class StoreWriter:
     def _write(self, entries: list[_Entry]) -> FlushResult:
         started = time.perf_counter()
         batch = self._allocate_batch()
-        meta = {
-            "harvester.version": __version__,
-            "harvester.run_id": self._run_id,
-            "harvester.batch_id": str(batch),
-        }
-        by_month: dict[str, list[_Entry]] = {}
-        for entry in entries:
-            by_month.setdefault(s.month_of(entry.job.window_start), []).append(entry)
-        temps: list[Path] = []
-        rows = 0
+        commits = 0
+        raw = _raw_table(entries, batch, self._run_id)
+        if raw.num_rows:
+            self._tables.append(s.RAW_DIR, raw, batch)
+            commits += 1
+        self._tables.append(s.LEDGER_DIR, _ledger_table(entries, batch, self._run_id), batch)
+        commits += 1
+        self._on_commit()
+        self._pending = (batch, entries)
         try:
-            for month, group in sorted(by_month.items()):
-                data = _data_table(group, batch)
-                rows += data.num_rows
-                if data.num_rows:
-                    final = self._layout.partition(self._layout.data, month) / s.part_name(batch)
-                    temps.append(write_parquet(final, data, s.DATA_DICTIONARY, meta))
-                raw = _raw_table(group, batch, self._run_id)
-                if raw.num_rows:
-                    final = self._layout.partition(self._layout.raw, month) / s.part_name(batch)
-                    temps.append(write_parquet(final, raw, s.RAW_DICTIONARY, meta))
-            size = publish(temps)
-            ledger_final = self._layout.ledger / s.part_name(batch)
-            ledger_tmp = write_parquet(
-                ledger_final, _ledger_table(entries, batch, self._run_id), s.LEDGER_DICTIONARY, meta
-            )
-            temps.append(ledger_tmp)
-            size += publish([ledger_tmp])
-        except BaseException:
-            remove(t for t in temps if t.name.endswith(s.TMP_SUFFIX) and t.exists())
+            rows = self._commit_data(batch, entries)
+        except write_errors():
+            if self._undo_records(batch):
+                self._pending = None  # the jobs go back into the buffer, as if never flushed
             raise
+        self._pending = None
         done = sum(1 for e in entries if e.state == "done")
         return FlushResult(
             batch_id=batch,
@@ -278,10 +327,74 @@ class StoreWriter:
             done=done,
             failed=len(entries) - done,
             rows=rows,
-            files=len(temps),
-            bytes=size,
+            files=commits + 1,
             seconds=time.perf_counter() - started,
         )
+
+    def _undo_records(self, batch: int) -> bool:
+        """Delete the ledger records of a batch whose rows could not be stored, so the store is
+        consistent while the process lives on; False if that fails too (then the batch's rows
+        are retried by the next flush, or the next lock undoes the records)."""
+        try:
+            self._tables.ensure_space()
+            self._tables.handle(s.LEDGER_DIR).delete(f"batch_id = {batch}")
+        except write_errors():
+            return False
+        return True
+
+    def _commit_data(self, batch: int, entries: list[_Entry]) -> int:
+        """The batch's rows as one data commit; returns the rows added."""
+        latest: dict[str, _Entry] = {}
+        for entry in entries:  # a later fetch of a job in the same batch wins
+            if entry.state == "done":
+                latest[s.job_key(entry.job.phone, entry.job.period)] = entry
+        months: set[str] = set()
+        replaced = False
+        for key, entry in latest.items():
+            months.add(s.month_of(entry.job.window_start))
+            earlier = self._earlier_month(key, entry.job)
+            if earlier is not None:
+                months.add(earlier)
+                replaced = True
+        table = _data_table(list(latest.values()), self._schema)
+        if replaced:
+            months_in = in_list(s.PARTITION_KEY, sorted(months))
+            predicate = f"{months_in} AND {in_list('job_key', sorted(latest))}"
+            if table.num_rows:
+                self._tables.replace(s.DATA_DIR, table, predicate, batch, "flush")
+            else:
+                self._tables.delete(s.DATA_DIR, predicate, batch, "flush")
+        if not replaced or (not table.num_rows and self._tables.batch(s.DATA_DIR) < batch):
+            self._tables.append(s.DATA_DIR, table, batch)  # no rows: only the batch id
+        self._on_commit()
+        for key, entry in latest.items():
+            self._stored[key] = s.month_of(entry.job.window_start)
+        return int(table.num_rows)
+
+    def _earlier_month(self, key: str, job: Job) -> str | None:
+        """The partition of rows an earlier fetch of ``job`` may have stored, or None."""
+        stored = self._stored.get(key)
+        if stored is not None:
+            return stored
+        window = self._index.done_window(job.key)
+        return None if window is None else s.month_of(window[0])
+
+
+def repair(tables: Tables) -> int:
+    """Undo a flush that crashed between its ledger and its data commit; returns records deleted.
+
+    The ledger's last batch ahead of the data table's means that batch's rows never landed: its
+    ledger records are deleted (one commit), so its jobs are back to their earlier state and the
+    next pull fetches them again. Only under the store's lock.
+    """
+    ledger_batch = tables.batch(s.LEDGER_DIR)
+    if ledger_batch <= tables.batch(s.DATA_DIR):
+        return 0
+    metrics = tables.handle(s.LEDGER_DIR).delete(f"batch_id = {ledger_batch}")
+    deleted = int(metrics.get("num_deleted_rows", 0))
+    # the data table learns the batch too, so the check holds until the next flush
+    tables.append(s.DATA_DIR, _data_table([], s.data_schema()), ledger_batch)
+    return deleted
 
 
 def _micros(moment: dt.datetime) -> int:
@@ -292,42 +405,53 @@ def _day(day: dt.date) -> int:
     return day.toordinal() - _EPOCH_DAY
 
 
-def _data_table(entries: list[_Entry], batch: int) -> pa.Table:
-    """The rows of a partition's done jobs, grouped by phone and window for tighter statistics.
+def _data_table(done: list[_Entry], schema: pa.Schema) -> pa.Table:
+    """The rows of the done jobs, grouped by phone and window for tighter statistics.
 
-    Reply columns are concatenated as Python lists (one conversion each); the per-job columns
-    are built once per job and repeated with one ``take``, which is ~3x cheaper than repeating
-    Python values row by row.
+    Replies given as column mappings are concatenated as Python lists and converted once per
+    column; Arrow replies are taken as they are (zero-copy). The per-job columns are built once
+    per job and repeated with one ``take``, ~3x cheaper than repeating Python values row by row.
     """
-    done = [e for e in entries if e.parsed is not None and len(e.parsed)]
-    done.sort(key=lambda e: (e.job.phone, e.job.window_start))
-    reply: dict[str, list[object]] = {name: [] for name in COLUMNS}
+    done = sorted(
+        (e for e in done if e.rows is not None and e.count),
+        key=lambda e: (e.job.phone, e.job.window_start),
+    )
+    if not done:
+        return schema.empty_table()
+    items = item_schema()
+    lists: dict[str, list[object]] = {name: [] for name in COLUMNS}
+    for entry in done:
+        if entry.rows is not None and not isinstance(entry.rows, pa.Table):
+            for name, values in lists.items():
+                values.extend(entry.rows[name])
+    converted = pa.table(lists, schema=items)
+    parts: list[pa.Table] = []
+    start = 0
+    for entry in done:
+        if isinstance(entry.rows, pa.Table):
+            parts.append(entry.rows.select(list(COLUMNS)).cast(items))
+        else:
+            parts.append(converted.slice(start, entry.count))
+            start += entry.count
+    replies = pa.concat_tables(parts)
     job_of_row: list[int] = []
     for position, entry in enumerate(done):
-        parsed = entry.parsed
-        assert parsed is not None
-        for name, values in reply.items():
-            values.extend(getattr(parsed, name))
-        job_of_row.extend([position] * len(parsed))
+        job_of_row.extend([position] * entry.count)
     jobs = pa.table(
         {
             "phone": pa.array([e.job.phone for e in done], pa.string()),
             "period": pa.array([_day(e.job.period) for e in done], pa.date32()),
             "window_start": pa.array([_day(e.job.window_start) for e in done], pa.date32()),
             "window_end": pa.array([_day(e.job.window_end) for e in done], pa.date32()),
-            "fetched_at": pa.array([_micros(e.meta.fetched_at) for e in done], s.UTC_MICROS),
+            "fetched_at": pa.array([_micros(e.meta.fetched_at) for e in done], s.utc_micros()),
             "fetch_id": pa.array([e.fetch_id for e in done], pa.int64()),
+            "job_key": pa.array([s.job_key(e.job.phone, e.job.period) for e in done]),
+            s.PARTITION_KEY: pa.array([s.month_of(e.job.window_start) for e in done]),
         }
     ).take(pa.array(job_of_row, pa.int32()))
-    columns: list[pa.Array] = []
-    for field_ in s.DATA_SCHEMA:
-        if field_.name in reply:
-            columns.append(pa.array(reply[field_.name], field_.type))
-        elif field_.name == "batch_id":
-            columns.append(pa.array([batch] * len(job_of_row), pa.int64()))
-        else:
-            columns.append(jobs.column(field_.name))
-    return pa.Table.from_arrays(columns, schema=s.DATA_SCHEMA)
+    columns = [replies.column(f.name) if f.name in COLUMNS else jobs.column(f.name) for f in schema]
+    # one chunk per column: delta-rs writes it as one batch, and sizing it is O(columns)
+    return pa.Table.from_arrays(columns, schema=schema).combine_chunks()
 
 
 def _raw_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
@@ -349,8 +473,9 @@ def _raw_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "batch_id": [batch] * len(kept),
             "run_id": [run_id] * len(kept),
             "harvester_version": [e.meta.harvester_version for e in kept],
+            s.PARTITION_KEY: [s.month_of(e.job.window_start) for e in kept],
         },
-        schema=s.RAW_SCHEMA,
+        schema=s.raw_schema(),
     )
 
 
@@ -362,11 +487,12 @@ def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "period": [_day(e.job.period) for e in entries],
             "seq": [s.seq_of(batch, i) for i in range(len(entries))],
             "state": [e.state for e in entries],
+            "rejected": [e.rejected for e in entries],
             "reason": [e.reason for e in entries],
             "quarantined": [e.quarantine for e in entries],
             "attempts": [e.meta.attempts for e in entries],
             "prior_attempts": [0] * len(entries),
-            "rows": [len(e.parsed) if e.parsed is not None else 0 for e in entries],
+            "rows": [e.count for e in entries],
             "http_status": [e.meta.http_status for e in entries],
             "fetched_at": [_micros(e.meta.fetched_at) for e in entries],
             "as_of": [
@@ -382,5 +508,8 @@ def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "harvester_version": [e.meta.harvester_version for e in entries],
             "recorded_at": [e.recorded_at for e in entries],
         },
-        schema=s.LEDGER_SCHEMA,
+        schema=s.ledger_schema(),
     )
+
+
+__all__ = ["FetchMeta", "FlushResult", "StoreWriter", "repair", "sql_string"]

@@ -1,0 +1,344 @@
+"""The store's three Delta Lake tables through delta-rs (``deltalake``): the only module that
+imports it, so ``harvester --help`` never pays its import (~0.1 s).
+
+Every commit the harvester makes is one atomic Delta commit: a reader (Spark, Trino, DuckDB,
+Polars, pandas, or the harvester's own views) sees the version before it or the version after it,
+never a half-written flush. Tables are named by URI plus storage options (``Layout.table_uri``),
+so nothing here assumes a local folder.
+
+Flush commits carry a Delta *transaction identifier* (app id ``harvester``, version = the flush's
+batch id), the standard Delta mechanism for idempotent writers: after a crash, comparing the
+ledger's and the data table's last batch tells whether a flush got its ledger records in but not
+its rows (see :mod:`harvester.store.writer`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from harvester import __version__
+from harvester.errors import StoreError
+from harvester.store import schema as s
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+# The app id of the harvester's Delta transaction identifiers.
+APP_ID = "harvester"
+# Vacuum keeps no old version's files: at rest the Parquet files under a table's folder are
+# exactly its current version, so a plain Parquet reader is exact too. A query that listed a
+# file just before a vacuum removed it fails with a vanished file; the harvester's readers retry
+# with the new version's list (views.retry_read), as they did around compaction before.
+VACUUM_RETENTION_HOURS = 0
+# Room a commit needs beyond its rows: the log entry, a checkpoint every 100 commits, Parquet
+# footers. A write is refused (ENOSPC) before delta-rs starts it when the disk has less free
+# than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
+# cleanly on a full disk, but its I/O threads print panics to stderr on the way.
+SPACE_MARGIN_BYTES = 64 * 1024
+# Table properties: no log older than the newest checkpoint is kept (the files of older versions
+# are vacuumed at once, so their log entries could only mislead a time-travel query); checkpoints
+# every 100 commits (Delta's default) keep a reader's log replay short. Without this a store's
+# logs grew by ~30 MB over 1,100 flushes, a quarter of its size.
+TABLE_CONFIGURATION = {
+    "delta.logRetentionDuration": "interval 0 hours",
+    "delta.enableExpiredLogCleanup": "true",
+    "delta.checkpointInterval": "100",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One active file of a table's current version."""
+
+    path: str  # relative to the table, as the Delta log names it
+    uri: str  # where to read it
+    size: int
+    rows: int
+    month: str | None
+
+
+def _writer_properties() -> Any:
+    from deltalake import WriterProperties
+
+    return WriterProperties(compression="ZSTD")  # s.COMPRESSION
+
+
+def _commit(batch: int | None, operation: str, *, txn: bool = False) -> Any:
+    """Commit properties: who wrote it (visible in the table's history), and for a flush the
+    transaction identifier ``(harvester, batch)``."""
+    from deltalake import CommitProperties, Transaction
+
+    metadata = {"harvester.version": __version__, "harvester.operation": operation}
+    if batch is not None:
+        metadata["harvester.batch_id"] = str(batch)
+    transactions = [Transaction(APP_ID, batch)] if txn and batch is not None else None
+    return CommitProperties(custom_metadata=metadata, app_transactions=transactions)
+
+
+def write_errors() -> tuple[type[BaseException], ...]:
+    """What a failed write raises: OSError, delta-rs's DeltaError, and its Rust panics
+    (``PanicException`` derives from BaseException, so ``except Exception`` would miss it)."""
+    from deltalake.exceptions import DeltaError
+
+    kinds: list[type[BaseException]] = [OSError, DeltaError]
+    with contextlib.suppress(ImportError):
+        from pyo3_runtime import PanicException  # type: ignore[import-not-found]
+
+        kinds.append(PanicException)
+    return tuple(kinds)
+
+
+class Tables:
+    """The data, raw and ledger tables of one store."""
+
+    def __init__(self, layout: s.Layout) -> None:
+        self.layout = layout
+        # open tables of the writer (under the lock, nobody else commits): loading a table
+        # costs ~10 ms, a commit through an open one updates it in place
+        self._handles: dict[str, DeltaTable] = {}
+
+    def uri(self, kind: str) -> str:
+        """Where delta-rs finds table ``kind``; StoreError for a path it cannot address."""
+        root = str(self.layout.root)
+        if "[" in root or "]" in root:
+            # delta-rs 1.6 turns the path into an object-store URL whose host then holds the
+            # bracket (an IPv6 literal to the URL parser) and panics; a symlink does not help
+            # (it resolves it first)
+            raise StoreError(
+                f"store.path {root}: the Delta Lake writer (delta-rs) cannot use a folder whose "
+                "path holds '[' or ']': rename or move the folder"
+            )
+        return self.layout.table_uri(kind)
+
+    def forget(self) -> None:
+        """Drop the open tables (the lock was taken: another process may have committed)."""
+        self._handles.clear()
+
+    def handle(self, kind: str) -> DeltaTable:
+        """The writer's open table ``kind`` (StoreError if the store has no such table)."""
+        table = self._handles.get(kind)
+        if table is None:
+            table = self.open(kind)
+            if table is None:
+                raise StoreError(f"store.path {self.layout.root} has no {kind} table")
+            self._handles[kind] = table
+        return table
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def exists(self, kind: str) -> bool:
+        from deltalake import DeltaTable
+
+        return bool(
+            DeltaTable.is_deltatable(self.uri(kind), storage_options=self.layout.storage_options)
+        )
+
+    def open(self, kind: str) -> DeltaTable | None:
+        """The table's current version, or None if it does not exist (yet)."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.uri(kind), storage_options=self.layout.storage_options)
+        except TableNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read the {kind} table of {self.layout.root}: {exc}") from None
+
+    def files(self, kind: str) -> list[str]:
+        """The current version's files (what a query must read: no more, no less)."""
+        table = self.open(kind)
+        return [] if table is None else [_local(uri) for uri in table.file_uris()]
+
+    def file_infos(self, kind: str) -> list[FileInfo]:
+        """The current version's files with their sizes, row counts and partitions."""
+        import pyarrow as pa
+
+        table = self.open(kind)
+        if table is None:
+            return []
+        actions = pa.table(table.get_add_actions(flatten=True))
+        if not actions.num_rows:
+            return []
+        months = (
+            actions.column(f"partition.{s.PARTITION_KEY}").to_pylist()
+            if f"partition.{s.PARTITION_KEY}" in actions.column_names
+            else [None] * actions.num_rows
+        )
+        base = _local(self.uri(kind)).rstrip("/")
+        return [
+            FileInfo(path, f"{base}/{unquote(path)}", int(size or 0), int(rows or 0), month)
+            for path, size, rows, month in zip(
+                actions.column("path").to_pylist(),
+                actions.column("size_bytes").to_pylist(),
+                actions.column("num_records").to_pylist(),
+                months,
+                strict=True,
+            )
+        ]
+
+    def batch(self, kind: str) -> int:
+        """The last flush batch committed to ``kind`` (its transaction identifier), or 0."""
+        table = self._handles.get(kind) or self.open(kind)
+        if table is None:
+            return 0
+        from deltalake.exceptions import DeltaError
+
+        try:
+            version = table.transaction_version(APP_ID)
+        except DeltaError:
+            return 0
+        return int(version) if version is not None else 0
+
+    def highest_batch(self) -> int:
+        """The highest batch id any harvester commit of this store names (flush or not)."""
+        highest = max(self.batch(kind) for kind in s.KINDS)
+        for kind in s.KINDS:
+            table = self.open(kind)
+            if table is None:
+                continue
+            for entry in table.history(limit=20):
+                with contextlib.suppress(TypeError, ValueError):
+                    highest = max(highest, int(entry.get("harvester.batch_id", 0)))
+        return highest
+
+    # -- writing (only under the store's lock) ------------------------------------------------
+
+    def ensure_space(self, rows: Any = None) -> None:
+        """OSError(ENOSPC) if a local store's disk cannot take ``rows`` (an Arrow table or None)
+        plus SPACE_MARGIN_BYTES; object storage is not checked."""
+        try:
+            stats = os.statvfs(self.layout.root)
+        except OSError:
+            return
+        free = stats.f_bavail * stats.f_frsize
+        need = int(getattr(rows, "nbytes", 0)) + SPACE_MARGIN_BYTES
+        if free < need:
+            raise OSError(
+                errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free, need ~{need:,})"
+            )
+
+    def create_missing(self) -> None:
+        """Create each table that does not exist yet, empty, with its explicit schema."""
+        from deltalake import DeltaTable
+
+        for kind in s.KINDS:
+            if self.exists(kind):
+                continue
+            DeltaTable.create(
+                self.uri(kind),
+                schema=s.SCHEMAS[kind](),
+                mode="ignore",
+                partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
+                name=f"harvester_{kind}",
+                configuration=TABLE_CONFIGURATION,
+                storage_options=self.layout.storage_options,
+                commit_properties=_commit(None, "create"),
+            )
+
+    def append(self, kind: str, rows: pa.Table, batch: int, *, txn: bool = True) -> None:
+        """One commit adding ``rows`` (possibly none: then only the transaction identifier)."""
+        from deltalake import write_deltalake
+
+        self.ensure_space(rows)
+        write_deltalake(
+            self.handle(kind),
+            rows,
+            mode="append",
+            partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
+            writer_properties=_writer_properties(),
+            commit_properties=_commit(batch, "flush", txn=txn),
+        )
+
+    def replace(
+        self, kind: str, rows: pa.Table, predicate: str, batch: int, operation: str
+    ) -> None:
+        """One commit removing the rows ``predicate`` matches and adding ``rows`` (which must
+        all match it): Delta's overwrite with a predicate (replaceWhere)."""
+        from deltalake import write_deltalake
+
+        self.ensure_space(rows)
+        write_deltalake(
+            self.handle(kind),
+            rows,
+            mode="overwrite",
+            predicate=predicate,
+            partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
+            writer_properties=_writer_properties(),
+            commit_properties=_commit(batch, operation, txn=operation == "flush"),
+        )
+
+    def overwrite(self, kind: str, rows: Any, batch: int, operation: str) -> None:
+        """One commit replacing the whole table by ``rows`` (an Arrow table or stream)."""
+        from deltalake import write_deltalake
+
+        self.ensure_space(rows)
+        write_deltalake(
+            self.handle(kind),
+            rows,
+            mode="overwrite",
+            partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
+            writer_properties=_writer_properties(),
+            commit_properties=_commit(batch, operation),
+        )
+
+    def delete(self, kind: str, predicate: str, batch: int, operation: str) -> None:
+        """One commit deleting the rows ``predicate`` matches (no commit if none matches)."""
+        self.ensure_space()
+        self.handle(kind).delete(
+            predicate,
+            writer_properties=_writer_properties(),
+            commit_properties=_commit(batch, operation, txn=operation == "flush"),
+        )
+
+    def vacuum(self, kind: str) -> int:
+        """Delete the files no current version needs (removed by a commit); returns how many.
+
+        Files that are not the table's (a user's copy, a stray file) are never touched.
+        """
+        if not self.exists(kind):
+            return 0
+        self.ensure_space()
+        removed = self.handle(kind).vacuum(
+            retention_hours=VACUUM_RETENTION_HOURS,
+            dry_run=False,
+            enforce_retention_duration=False,
+            commit_properties=_commit(None, "vacuum"),
+        )
+        return len(removed)
+
+    def tidy_log(self, kind: str) -> None:
+        """Write a checkpoint of the current version and delete the log entries before it."""
+        if not self.exists(kind):
+            return
+        self.ensure_space()
+        table = self.handle(kind)
+        configuration = table.metadata().configuration
+        if any(configuration.get(k) != v for k, v in TABLE_CONFIGURATION.items()):
+            # a table created before these properties (one commit, once)
+            table.alter.set_table_properties(
+                TABLE_CONFIGURATION, commit_properties=_commit(None, "configure")
+            )
+        table.create_checkpoint()
+        table.cleanup_metadata()
+
+
+def _local(uri: str) -> str:
+    """A local file as a plain path: delta-rs percent-encodes them (``a%20b``); URIs stay."""
+    return uri if "://" in uri else unquote(uri)
+
+
+def sql_string(text: str) -> str:
+    """A SQL string literal for a delta-rs predicate."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def in_list(column: str, values: Iterator[str] | list[str]) -> str:
+    return f"{column} IN ({', '.join(sql_string(v) for v in values)})"

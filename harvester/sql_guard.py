@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 
 from harvester.errors import UsageError
-from harvester.store.views import sql_literal
+from harvester.store.views import glob_escape, sql_literal
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,10 @@ def lock_down(
     con: duckdb.DuckDBPyConnection, store: Path, *, writable: Sequence[Path] = ()
 ) -> None:
     """Let ``con`` touch only files under ``store`` and the files in ``writable``, for good."""
-    folders = sorted({_folder(store.absolute()), _folder(Path(os.path.realpath(store)))})
+    plain = {_folder(store.absolute()), _folder(Path(os.path.realpath(store)))}
+    # The base views name each file with DuckDB's glob characters escaped (a store folder may be
+    # called "st[1]" or "s?"), and DuckDB checks the escaped name: allow both spellings.
+    folders = sorted(plain | {glob_escape(folder) for folder in plain})
     paths = [str(p.absolute()) for p in writable]
     con.execute(f"SET allowed_directories = [{', '.join(map(sql_literal, folders))}]")
     con.execute(f"SET allowed_paths = [{', '.join(map(sql_literal, paths))}]")

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from harvester.views import connect
+from harvester.analysis import connect
 
 from harvester.store import Store
 from tests.support import run_cli

@@ -61,6 +61,6 @@ def read_store_file(layout: s.Layout) -> dict[str, Any] | None:
 def _legacy_message(layout: s.Layout) -> str:
     return (
         f"store.path {layout.root} is in the older layout (format version "
-        f"{s.LEGACY_FORMAT_VERSION}): convert it once with `harvester migrate --store "
-        f"{layout.root}` (it makes a backup first)"
+        f"{s.LEGACY_FORMAT_VERSION}): convert it once with `harvester migrate` on this store "
+        "(it makes a backup first)"
     )

@@ -18,7 +18,6 @@ from harvester.jobs import Job
 from harvester.store import schema as s
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
@@ -45,10 +44,6 @@ class DoneEntry(Protocol):
 def micros(moment: dt.datetime) -> int:
     """Microseconds since the epoch: the stored form of a UTC timestamp."""
     return (moment - _EPOCH) // _MICROSECOND
-
-
-def epoch_day(day: dt.date) -> int:
-    return day.toordinal() - _EPOCH_DAY
 
 
 def data_table(done: Sequence[DoneEntry], schema: pa.Schema) -> pa.Table:
@@ -86,9 +81,9 @@ def data_table(done: Sequence[DoneEntry], schema: pa.Schema) -> pa.Table:
     jobs = pa.table(
         {
             "phone": pa.array([e.job.phone for e in done], pa.string()),
-            "period": pa.array([epoch_day(e.job.period) for e in done], pa.date32()),
-            "window_start": pa.array([epoch_day(e.job.window_start) for e in done], pa.date32()),
-            "window_end": pa.array([epoch_day(e.job.window_end) for e in done], pa.date32()),
+            "period": pa.array([s.epoch_day(e.job.period) for e in done], pa.date32()),
+            "window_start": pa.array([s.epoch_day(e.job.window_start) for e in done], pa.date32()),
+            "window_end": pa.array([s.epoch_day(e.job.window_end) for e in done], pa.date32()),
             "fetched_at": pa.array([micros(e.meta.fetched_at) for e in done], s.utc_micros()),
             "fetch_id": pa.array([e.fetch_id for e in done], pa.int64()),
             "job_key": pa.array([s.job_key(e.job.phone, e.job.period) for e in done]),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from harvester.jobs import Grain, period_start
+from harvester.store import schema as s
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -31,18 +32,13 @@ if TYPE_CHECKING:
 JobState = Literal["done", "failed"]
 _STATES: tuple[JobState | None, ...] = (None, "done", "failed", "failed")
 _DONE, _FAILED, _REJECTED = 1, 2, 3
-_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 # array('H') holds 16 bits; a job tried more often than this is reported at the cap.
 MAX_ATTEMPTS = 65_535
 _NO_DAY = -(2**31)
 
 
-def _days(day: dt.date) -> int:
-    return day.toordinal() - _EPOCH_DAY
-
-
-def _date(days: int) -> dt.date:
-    return dt.date.fromordinal(days + _EPOCH_DAY)
+_days = s.epoch_day
+_date = s.from_epoch_day
 
 
 def _slot_of_days(days: int, grain: Grain) -> int:
@@ -89,7 +85,7 @@ class JobIndex:
     def _position(self, entry: _Phone, period: dt.date) -> int:
         """``period``'s index in ``entry``'s arrays (out of range if not recorded there)."""
         if self.grain is Grain.DAY:  # the common case, asked ~10**6 times by a large plan
-            return period.toordinal() - _EPOCH_DAY - entry.base
+            return _days(period) - entry.base
         if self._exact and period_start(period, self.grain) != period:
             return -1  # not a period of this store's grain: never recorded
         return _slot_of_days(_days(period), self.grain) - entry.base

@@ -159,6 +159,25 @@ def utc_micros() -> pa.DataType:
     return pa.timestamp("us", tz="UTC")
 
 
+# Dates are stored as days since the epoch (Arrow date32): the ledger's arrays and the data
+# table's columns use the same two helpers.
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+def epoch_day(day: dt.date) -> int:
+    """Days since 1970-01-01: the stored form of a date."""
+    return day.toordinal() - _EPOCH_ORDINAL
+
+
+def from_epoch_day(days: int) -> dt.date:
+    """The date ``days`` after 1970-01-01 (inverse of :func:`epoch_day`)."""
+    return dt.date.fromordinal(days + _EPOCH_ORDINAL)
+
+
+# The ledger's latest record per job (its current state), as a DuckDB QUALIFY clause.
+LATEST_RECORD_SQL = "QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1"
+
+
 def month_of(day: dt.date) -> str:
     """The partition value of a job: the month of its ``window_start``."""
     return f"{day.year:04d}-{day.month:02d}"

@@ -26,7 +26,7 @@ from harvester.store.lock import LockHolder, read_lock
 from harvester.store.tables import FileInfo, Tables
 from harvester.store.views import empty_select, new_connection, parquet_source, retry_read
 
-_LATEST = "QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1"
+_LATEST = s.LATEST_RECORD_SQL
 
 
 @dataclass(frozen=True, slots=True)

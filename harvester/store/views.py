@@ -55,7 +55,7 @@ _PRIVATE = {
     s.RAW_DIR: "_harvester_raw",
     s.LEDGER_DIR: "_harvester_ledger",
 }
-_LATEST = "QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1"
+_LATEST = s.LATEST_RECORD_SQL
 _GLOB_CHARS = {"[": "[[]", "*": "[*]", "?": "[?]"}
 
 # Connections whose base relations read explicit file lists: retry_read refreshes them.

@@ -47,7 +47,7 @@ from harvester.errors import StoreError, StoreWriteError
 from harvester.items import COLUMNS, item_schema
 from harvester.jobs import Job
 from harvester.store import schema as s
-from harvester.store.data_rows import data_table, epoch_day, micros
+from harvester.store.data_rows import data_table, micros
 from harvester.store.ledger import JobIndex
 from harvester.store.tables import Tables, in_list, sql_string, write_errors
 
@@ -400,9 +400,9 @@ def _raw_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
     return pa.Table.from_pydict(
         {
             "phone": [e.job.phone for e in kept],
-            "period": [epoch_day(e.job.period) for e in kept],
-            "window_start": [epoch_day(e.job.window_start) for e in kept],
-            "window_end": [epoch_day(e.job.window_end) for e in kept],
+            "period": [s.epoch_day(e.job.period) for e in kept],
+            "window_start": [s.epoch_day(e.job.window_start) for e in kept],
+            "window_end": [s.epoch_day(e.job.window_end) for e in kept],
             "request_path": [e.meta.request_path for e in kept],
             "http_status": [e.meta.http_status for e in kept],
             "fetched_at": [micros(e.meta.fetched_at) for e in kept],
@@ -425,7 +425,7 @@ def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
     return pa.Table.from_pydict(
         {
             "phone": [e.job.phone for e in entries],
-            "period": [epoch_day(e.job.period) for e in entries],
+            "period": [s.epoch_day(e.job.period) for e in entries],
             "seq": [s.seq_of(batch, i) for i in range(len(entries))],
             "state": [e.state for e in entries],
             "rejected": [e.rejected for e in entries],
@@ -437,13 +437,13 @@ def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "http_status": [e.meta.http_status for e in entries],
             "fetched_at": [micros(e.meta.fetched_at) for e in entries],
             "as_of": [
-                epoch_day(e.meta.as_of or e.meta.fetched_at.astimezone(dt.UTC).date())
+                s.epoch_day(e.meta.as_of or e.meta.fetched_at.astimezone(dt.UTC).date())
                 for e in entries
             ],
             "fetch_id": [e.fetch_id for e in entries],
             "batch_id": [batch] * len(entries),
-            "window_start": [epoch_day(e.job.window_start) for e in entries],
-            "window_end": [epoch_day(e.job.window_end) for e in entries],
+            "window_start": [s.epoch_day(e.job.window_start) for e in entries],
+            "window_end": [s.epoch_day(e.job.window_end) for e in entries],
             "complete": [e.job.complete for e in entries],
             "run_id": [run_id] * len(entries),
             "request_path": [e.meta.request_path for e in entries],

@@ -153,12 +153,13 @@ def assert_store_matches_truth(
 
 
 def ledger_states(store: Path) -> dict[str, int]:
-    """How many jobs the ledger holds in each current state."""
+    """How many jobs the ledger holds in each current state: each job's latest record, so a job
+    whose re-fetch failed counts as failed (``ledger_current`` holds done records only)."""
     from harvester.analysis import connect
 
     con = connect(store)
     try:
-        res = con.execute("SELECT state, count(*) FROM ledger_current GROUP BY 1").fetchall()
+        res = con.execute("SELECT state, count(*) FROM ledger_latest GROUP BY 1").fetchall()
     finally:
         con.close()
     return {str(k): int(v) for k, v in res}

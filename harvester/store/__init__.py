@@ -34,11 +34,12 @@ from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
-from harvester.store.format import read_store_file
+from harvester.store.format import read_store_file, record_table_metadata
 from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, hold_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
 from harvester.store.tables import FileInfo, Tables
+from harvester.store.verify import check_files, quick_problems, reading
 from harvester.store.views import (
     base_views_sql,
     connect_base,
@@ -167,6 +168,7 @@ class Store:
             raise StoreError(f"store.path {root}: cannot create its tables: {exc}") from None
         if info is None:
             write_store_file(store_file, grain)
+            record_table_metadata(self._tables, grain)  # a new store: nobody else commits yet
 
     def _probe_writable(self) -> None:
         probe = self.path / f".write-probe-{os.getpid()}{s.TMP_SUFFIX}"
@@ -203,6 +205,9 @@ class Store:
             self._tables.forget()
             try:
                 tables_exist = self._tables.exists(s.LEDGER_DIR) and self._tables.exists(s.DATA_DIR)
+                grain = self.grain()
+                if tables_exist and grain is not None:  # a store made before tables held it
+                    record_table_metadata(self._tables, grain)
                 if tables_exist and repair(self._tables):
                     self._committed = True
                     log.warning(
@@ -272,7 +277,9 @@ class Store:
         from harvester.store.compact import compact_store
 
         with self.lock(self._run_id or f"compact-{os.getpid()}"), self._write_mutex:
-            result = compact_store(self._tables, self._allocate_batch())
+            check_files(self._tables)
+            with reading(self._tables):
+                result = compact_store(self._tables, self._allocate_batch())
             self._committed, self._index = False, None  # compact_store vacuumed already
             return result
 
@@ -318,7 +325,9 @@ class Store:
         if self._lock_depth and self._index is not None:
             return self._index
         grain = self.grain()
-        index = retry_read(lambda: load_index(self._tables.files(s.LEDGER_DIR), grain))
+        check_files(self._tables)  # a missing or truncated file: one line, not a silent "done"
+        with reading(self._tables):
+            index = retry_read(lambda: load_index(self._tables.files(s.LEDGER_DIR), grain))
         if self._lock_depth:
             self._index = index
         return index
@@ -331,12 +340,14 @@ class Store:
         from harvester.store.compact import needs_compaction
 
         infos = self._file_infos()
-        return store_status(
-            self._tables,
-            grain.value if grain else None,
-            infos,
-            needs_compaction=needs_compaction(infos),
-        )
+        with reading(self._tables):
+            return store_status(
+                self._tables,
+                grain.value if grain else None,
+                infos,
+                needs_compaction=needs_compaction(infos),
+                unreadable=len(quick_problems(self._tables)),
+            )
 
     def quarantine(self) -> list[QuarantinedReply]:
         """Every quarantined reply (newest first), with the job's current state."""
@@ -353,11 +364,12 @@ class Store:
             LEFT JOIN ledger_latest AS l USING (phone, period)
             ORDER BY r.fetched_at DESC, r.fetch_id
         """
-        con = connect_base(self._layout.root)
-        try:
-            rows = retry_read(lambda: con.execute(query).fetchall())
-        finally:
-            con.close()
+        with reading(self._tables):
+            con = connect_base(self._layout.root)
+            try:
+                rows = retry_read(lambda: con.execute(query).fetchall())
+            finally:
+                con.close()
         return [QuarantinedReply(*row) for row in rows]
 
     def views_sql(self) -> str:

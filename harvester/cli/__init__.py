@@ -9,7 +9,8 @@ The commands live in the modules beside it, one job each: :mod:`~harvester.cli.r
 sync), :mod:`~harvester.cli.store` (status, query, compact, export-duckdb, report),
 :mod:`~harvester.cli.sandbox` (simulate, demo), :mod:`~harvester.cli.verify` (verify), and
 :mod:`~harvester.cli.options` for what they share. Heavy libraries (pyarrow, duckdb, aiohttp,
-rich, and asyncio itself) are imported inside the commands so that ``--help`` and ``plan`` stay fast (docs/benchmarks.md, "Start-up").
+rich, and asyncio itself) are imported inside the commands so that ``--help`` and ``plan`` stay
+fast (docs/benchmarks.md, "Start-up").
 """
 
 from __future__ import annotations

@@ -44,9 +44,9 @@ def verify_cmd(obj: CliState, store: Path | None, repair: bool, as_json: bool) -
       harvester verify
       harvester verify --repair && harvester pull
     """
-    from harvester.store.verify import verify_store
+    from harvester.store import Store
 
-    report = verify_store(obj.store_path(store), repair=repair)
+    report = Store(obj.store_path(store)).verify(repair=repair)
     click.echo(json.dumps(_jsonable(asdict(report)), indent=2) if as_json else render(report))
     if report.damaged:
         sys.exit(EXIT_DAMAGED)

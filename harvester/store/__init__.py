@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
-import json
 import logging
 import os
 import threading
@@ -30,11 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
-from harvester.store.format import read_store_file, record_table_metadata
+from harvester.store.format import (
+    read_store_file,
+    record_table_metadata,
+    table_properties,
+    write_store_file,
+)
 from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, hold_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
@@ -58,6 +61,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from harvester.store.compact import CompactionResult
+    from harvester.store.verify import VerifyReport
     from harvester.store.writer import FetchMeta, FlushResult, StoreWriter
 
 __all__ = [
@@ -163,12 +167,11 @@ class Store:
                 )
         self._probe_writable()
         try:
-            self._tables.create_missing()
+            self._tables.create_missing(table_properties(grain))
         except OSError as exc:
             raise StoreError(f"store.path {root}: cannot create its tables: {exc}") from None
         if info is None:
             write_store_file(store_file, grain)
-            record_table_metadata(self._tables, grain)  # a new store: nobody else commits yet
 
     def _probe_writable(self) -> None:
         probe = self.path / f".write-probe-{os.getpid()}{s.TMP_SUFFIX}"
@@ -372,28 +375,23 @@ class Store:
                 con.close()
         return [QuarantinedReply(*row) for row in rows]
 
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Every file and every job's rows checked (:mod:`harvester.store.verify`); ``repair``
+        heals under the lock: damaged files moved aside, their jobs fetched again."""
+        if not self.path.is_dir():
+            raise StoreError(f"store.path {self.path} does not exist")
+        from harvester.store.verify import verify_store
+
+        return verify_store(
+            Tables(self._layout),
+            self.grain(),
+            repair=repair,
+            lock=lambda: self.lock(f"verify-{os.getpid()}"),
+        )
+
     def views_sql(self) -> str:
         """The base relations' SQL for this store (see :func:`base_views_sql`)."""
         return base_views_sql(self._layout.root)
-
-
-def write_store_file(store_file: Path, grain: Grain) -> None:
-    """Write ``store.json`` atomically (temp name, fsync, rename, folder fsync)."""
-    from harvester.store.files import fsync_dir, temp_path
-
-    info = {
-        "format": s.FORMAT_NAME,
-        "format_version": s.FORMAT_VERSION,
-        "grain": grain.value,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "created_by": f"harvester {__version__}",
-    }
-    tmp = temp_path(store_file)
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, store_file)
-    fsync_dir(store_file.parent)
 
 
 def __getattr__(name: str) -> Any:

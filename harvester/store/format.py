@@ -8,9 +8,13 @@ one asks for a newer harvester, a damaged file names the field that is wrong.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
@@ -106,8 +110,6 @@ def _rebuild_store_file(layout: s.Layout) -> dict[str, Any] | None:
         )
     if grain not in {g.value for g in Grain}:
         raise StoreError(f"store.path {layout.root}: its tables record an unknown grain {grain}")
-    from harvester.store import write_store_file
-
     with contextlib.suppress(OSError):  # read-only: the tables still say it; a writer rebuilds
         write_store_file(layout.store_file, Grain(grain))
     info = json.loads(layout.store_file.read_text()) if layout.store_file.exists() else None
@@ -137,7 +139,7 @@ def record_table_metadata(tables: Tables, grain: Grain) -> None:
     only under the store's lock or on a store nobody else uses yet)."""
     from harvester.store.tables import _commit
 
-    wanted = {GRAIN_PROPERTY: grain.value, FORMAT_PROPERTY: str(s.FORMAT_VERSION)}
+    wanted = table_properties(grain)
     for kind in s.KINDS:
         table = tables.open(kind)
         if table is None:
@@ -149,3 +151,27 @@ def record_table_metadata(tables: Tables, grain: Grain) -> None:
             wanted, raise_if_not_exists=False, commit_properties=_commit(None, "configure")
         )
     tables.forget()
+
+
+def table_properties(grain: Grain) -> dict[str, str]:
+    """The table properties that repeat ``store.json`` (a new table is created with them)."""
+    return {GRAIN_PROPERTY: grain.value, FORMAT_PROPERTY: str(s.FORMAT_VERSION)}
+
+
+def write_store_file(store_file: Path, grain: Grain) -> None:
+    """Write ``store.json`` atomically (temp name, fsync, rename, folder fsync)."""
+    from harvester.store.files import fsync_dir, temp_path
+
+    info = {
+        "format": s.FORMAT_NAME,
+        "format_version": s.FORMAT_VERSION,
+        "grain": grain.value,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created_by": f"harvester {__version__}",
+    }
+    tmp = temp_path(store_file)
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, store_file)
+    fsync_dir(store_file.parent)

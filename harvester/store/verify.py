@@ -26,7 +26,7 @@ import contextlib
 import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,23 +230,21 @@ def read_problem(info: FileInfo, stats: dict[str, Any] | None = None) -> str | N
 # -- harvester verify ------------------------------------------------------------------------
 
 
-def verify_store(root: Path, *, repair: bool = False, run_id: str | None = None) -> VerifyReport:
-    """Check the store at ``root`` (see the module docstring); with ``repair``, heal it under its
-    lock and return what was done. StoreError (one line) if ``root`` holds no store."""
-    from harvester.store import Store
+def verify_store(
+    tables: Tables,
+    grain: Grain | None,
+    *,
+    repair: bool = False,
+    lock: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+) -> VerifyReport:
+    """Check the store of ``tables`` (see the module docstring); with ``repair``, heal it inside
+    ``lock()`` (the store's lock: :meth:`harvester.store.Store.verify`) and say what was done."""
     from harvester.store.format import check_table_metadata, record_table_metadata
 
-    store = Store(root)
-    if not store.path.is_dir():
-        from harvester.errors import StoreError
-
-        raise StoreError(f"store.path {root} does not exist")
-    grain = store.grain()
-    layout = s.Layout(store.path)
-    tables = Tables(layout)
-    if not repair:
+    layout = tables.layout
+    if not repair or lock is None:
         return _check(layout, tables, grain, check_table_metadata(tables, grain))
-    with store.lock(run_id or f"verify-{os.getpid()}"):
+    with lock():
         for kind in s.KINDS:  # files of removed versions a crashed run left: not strays
             if tables.exists(kind):
                 tables.vacuum(kind)

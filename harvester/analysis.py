@@ -25,6 +25,7 @@ windows a date range leaves out before the query runs)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Callable, Iterator
@@ -38,7 +39,9 @@ import duckdb
 from harvester.errors import StoreError, UsageError
 from harvester.outputs import OutputFile, check_folder, check_output, replacing, write_failed
 from harvester.sql_guard import LIBRARY_NAMES, GuardNames, check_reading_sql, lock_down
-from harvester.store import define_base_views, retry_read
+from harvester.store import define_base_views, retry_read, schema
+from harvester.store.tables import Tables
+from harvester.store.verify import check_files, reading
 from harvester.store.views import dynamic_sql, snapshot, sql_literal
 
 # Installed wheels carry the SQL inside the package; a source checkout has it at the top level.
@@ -114,16 +117,28 @@ def connect(
     """
     if date_from is not None and date_to is not None and date_from > date_to:
         raise UsageError(f"date_from {date_from} is after date_to {date_to}")
+    tables = _tables(root)
+    check_files(tables)  # a missing or truncated file: one line naming it, never a wrong answer
     con = duckdb.connect(database, config=config or {})
     try:
         con.execute("SET TimeZone = 'UTC'")
-        define_base_views(con, root)
-        con.execute(_date_scope_sql(date_from, date_to))
-        define_views(con)
+        with reading(tables):
+            define_base_views(con, root)
+            con.execute(_date_scope_sql(date_from, date_to))
+            define_views(con)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _tables(root: Path) -> Tables:
+    return Tables(schema.Layout(Path(root)))
+
+
+def reading_store(root: Path) -> contextlib.AbstractContextManager[None]:
+    """A read failing on a damaged file of ``root`` raises StoreDamagedError naming the file."""
+    return reading(_tables(root))
 
 
 def _date_scope_sql(date_from: dt.date | None, date_to: dt.date | None) -> str:
@@ -229,13 +244,13 @@ def run_query(
         relation = con.execute(sql)
         return [d[0] for d in relation.description or []], relation.fetchmany(batch_rows)
 
-    columns, first = _sql_error_as_usage(start, names)
+    columns, first = _sql_error_as_usage(start, names, root)
 
     def batches() -> Iterator[list[Row]]:
         batch = first
         while batch:
             yield batch
-            batch = _sql_error_as_usage(lambda: con.fetchmany(batch_rows), names)
+            batch = _sql_error_as_usage(lambda: con.fetchmany(batch_rows), names, root)
 
     return QueryResult(columns, batches())
 
@@ -257,15 +272,17 @@ def copy_parquet(
         target = sql_literal(str(temp))
         try:
             _sql_error_as_usage(
-                lambda: con.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)"), names
+                lambda: con.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)"), names, root
             )
         except duckdb.IOException as exc:
             raise write_failed(out, _first_line(exc)) from None
 
 
-def _sql_error_as_usage(run: Callable[[], T], names: GuardNames) -> T:
+def _sql_error_as_usage(run: Callable[[], T], names: GuardNames, root: Path) -> T:
+    """``run``'s SQL errors as UsageErrors; an error a damaged store file explains names it."""
     try:
-        return retry_read(run)
+        with reading(_tables(root)):
+            return retry_read(run)
     except duckdb.IOException:
         raise
     except duckdb.PermissionException as exc:

@@ -6,6 +6,7 @@
     ├── StoreError                 the store cannot be used as asked: exit 2
     │   └── StoreLockedError       another harvester holds the store's lock (names its pid/host)
     ├── StoreWriteError            a write failed mid-run (disk full): exit 1, flushed data kept
+    ├── StoreDamagedError          a file the store's tables name is missing or unreadable: exit 1
     ├── CredentialsError           the API rejected the credentials (401) or they expired: exit 3
     ├── QuotaStalled               the API refuses every request (429) for windows on end: exit 1
     └── ReplyError                 invalid reply body (inside the API layer: it becomes an
@@ -51,6 +52,16 @@ class StoreLockedError(StoreError):
 
 class StoreWriteError(HarvesterError):
     """Writing to the store failed mid-run (disk full): exit 1; what was flushed stays."""
+
+
+class StoreDamagedError(HarvesterError):
+    """A file the store's tables name is missing, truncated or unreadable (a disk, a backup tool
+    or a sync client damaged it): exit 1. The message names the file; the CLI adds how to heal
+    it (``harvester verify``), since library messages name no flag."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class CredentialsError(HarvesterError):

@@ -7,9 +7,10 @@ and only here, into one line on stderr and the contract's exit code.
 
 The commands live in the modules beside it, one job each: :mod:`~harvester.cli.run` (plan, pull,
 sync), :mod:`~harvester.cli.store` (status, query, compact, export-duckdb, report),
-:mod:`~harvester.cli.sandbox` (simulate, demo), and :mod:`~harvester.cli.options` for what they
-share. Heavy libraries (pyarrow, duckdb, aiohttp, rich, and asyncio itself) are imported inside
-the commands so that ``--help`` and ``plan`` stay fast (docs/benchmarks.md, "Start-up").
+:mod:`~harvester.cli.sandbox` (simulate, demo), :mod:`~harvester.cli.verify` (verify), and
+:mod:`~harvester.cli.options` for what they share. Heavy libraries (pyarrow, duckdb, aiohttp,
+rich, and asyncio itself) are imported inside the commands so that ``--help`` and ``plan`` stay
+fast (docs/benchmarks.md, "Start-up").
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from harvester.cli.options import CliState, config_option
 from harvester.cli.run import plan_cmd, pull_cmd, sync_cmd
 from harvester.cli.sandbox import demo_cmd, simulate_cmd
 from harvester.cli.store import compact_cmd, export_duckdb_cmd, query_cmd, report_cmd, status_cmd
-from harvester.errors import HarvesterError
+from harvester.cli.verify import REPAIR_HINT, verify_cmd
+from harvester.errors import HarvesterError, StoreDamagedError
 from harvester.logs import redact, setup_logging
 
 __all__ = ["cli", "fail", "main"]
@@ -81,6 +83,7 @@ for _command in (
     simulate_cmd,
     demo_cmd,
     migrate_cmd,
+    verify_cmd,
 ):
     cli.add_command(_command)
 
@@ -99,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail("interrupted", EXIT_INTERRUPTED)
     except click.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
+    except StoreDamagedError as exc:
+        fail(f"{exc}: {REPAIR_HINT}", exc.exit_code)
     except HarvesterError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

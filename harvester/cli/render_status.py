@@ -61,6 +61,11 @@ def _text(status: StoreStatus, failed: dict[str, list[DateRange]] | None) -> str
     )
     advice = " · compaction advised (harvester compact)" if status.needs_compaction else ""
     console.print(f"files: {files}{advice}")
+    if status.unreadable:
+        console.print(
+            f"needs verifying: {status.unreadable:,} files the tables name are missing or "
+            "damaged: run `harvester verify --repair`"
+        )
     if status.last_run is not None:
         run = status.last_run
         console.print(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harvester.analysis import Window, check_store, connect, partial_windows
+from harvester.analysis import Window, check_store, connect, partial_windows, reading_store
 from harvester.errors import UsageError
 from harvester.outputs import check_output, write_text
 from harvester.report.data import ReportData, collect
@@ -51,9 +51,10 @@ def write_report(
     target = check_output(out, flag, store=root, streams_ok=True)
     con = connect(root, date_from=date_from, date_to=date_to)
     try:
-        if on_partial_windows is not None:
-            on_partial_windows(partial_windows(con))
-        data = collect(con)
+        with reading_store(root):  # a damaged file: one line naming it
+            if on_partial_windows is not None:
+                on_partial_windows(partial_windows(con))
+            data = collect(con)
     finally:
         con.close()
     page = render_page(data, root, date_from, date_to, go)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
-import json
 import logging
 import os
 import threading
@@ -30,15 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harvester import __version__
 from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
-from harvester.store.format import read_store_file
+from harvester.store.format import (
+    read_store_file,
+    record_table_metadata,
+    table_properties,
+    write_store_file,
+)
 from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, hold_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
 from harvester.store.tables import FileInfo, Tables
+from harvester.store.verify import check_files, quick_problems, reading
 from harvester.store.views import (
     base_views_sql,
     connect_base,
@@ -57,6 +61,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from harvester.store.compact import CompactionResult
+    from harvester.store.verify import VerifyReport
     from harvester.store.writer import FetchMeta, FlushResult, StoreWriter
 
 __all__ = [
@@ -162,7 +167,7 @@ class Store:
                 )
         self._probe_writable()
         try:
-            self._tables.create_missing()
+            self._tables.create_missing(table_properties(grain))
         except OSError as exc:
             raise StoreError(f"store.path {root}: cannot create its tables: {exc}") from None
         if info is None:
@@ -203,6 +208,9 @@ class Store:
             self._tables.forget()
             try:
                 tables_exist = self._tables.exists(s.LEDGER_DIR) and self._tables.exists(s.DATA_DIR)
+                grain = self.grain()
+                if tables_exist and grain is not None:  # a store made before tables held it
+                    record_table_metadata(self._tables, grain)
                 if tables_exist and repair(self._tables):
                     self._committed = True
                     log.warning(
@@ -272,7 +280,9 @@ class Store:
         from harvester.store.compact import compact_store
 
         with self.lock(self._run_id or f"compact-{os.getpid()}"), self._write_mutex:
-            result = compact_store(self._tables, self._allocate_batch())
+            check_files(self._tables)
+            with reading(self._tables):
+                result = compact_store(self._tables, self._allocate_batch())
             self._committed, self._index = False, None  # compact_store vacuumed already
             return result
 
@@ -318,7 +328,9 @@ class Store:
         if self._lock_depth and self._index is not None:
             return self._index
         grain = self.grain()
-        index = retry_read(lambda: load_index(self._tables.files(s.LEDGER_DIR), grain))
+        check_files(self._tables)  # a missing or truncated file: one line, not a silent "done"
+        with reading(self._tables):
+            index = retry_read(lambda: load_index(self._tables.files(s.LEDGER_DIR), grain))
         if self._lock_depth:
             self._index = index
         return index
@@ -331,12 +343,14 @@ class Store:
         from harvester.store.compact import needs_compaction
 
         infos = self._file_infos()
-        return store_status(
-            self._tables,
-            grain.value if grain else None,
-            infos,
-            needs_compaction=needs_compaction(infos),
-        )
+        with reading(self._tables):
+            return store_status(
+                self._tables,
+                grain.value if grain else None,
+                infos,
+                needs_compaction=needs_compaction(infos),
+                unreadable=len(quick_problems(self._tables)),
+            )
 
     def quarantine(self) -> list[QuarantinedReply]:
         """Every quarantined reply (newest first), with the job's current state."""
@@ -353,35 +367,31 @@ class Store:
             LEFT JOIN ledger_latest AS l USING (phone, period)
             ORDER BY r.fetched_at DESC, r.fetch_id
         """
-        con = connect_base(self._layout.root)
-        try:
-            rows = retry_read(lambda: con.execute(query).fetchall())
-        finally:
-            con.close()
+        with reading(self._tables):
+            con = connect_base(self._layout.root)
+            try:
+                rows = retry_read(lambda: con.execute(query).fetchall())
+            finally:
+                con.close()
         return [QuarantinedReply(*row) for row in rows]
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Every file and every job's rows checked (:mod:`harvester.store.verify`); ``repair``
+        heals under the lock: damaged files moved aside, their jobs fetched again."""
+        if not self.path.is_dir():
+            raise StoreError(f"store.path {self.path} does not exist")
+        from harvester.store.verify import verify_store
+
+        return verify_store(
+            Tables(self._layout),
+            self.grain(),
+            repair=repair,
+            lock=lambda: self.lock(f"verify-{os.getpid()}"),
+        )
 
     def views_sql(self) -> str:
         """The base relations' SQL for this store (see :func:`base_views_sql`)."""
         return base_views_sql(self._layout.root)
-
-
-def write_store_file(store_file: Path, grain: Grain) -> None:
-    """Write ``store.json`` atomically (temp name, fsync, rename, folder fsync)."""
-    from harvester.store.files import fsync_dir, temp_path
-
-    info = {
-        "format": s.FORMAT_NAME,
-        "format_version": s.FORMAT_VERSION,
-        "grain": grain.value,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "created_by": f"harvester {__version__}",
-    }
-    tmp = temp_path(store_file)
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, store_file)
-    fsync_dir(store_file.parent)
 
 
 def __getattr__(name: str) -> Any:

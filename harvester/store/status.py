@@ -69,6 +69,8 @@ class StoreStatus:
     last_run: RunInfo | None = None
     locked_by: LockHolder | None = None
     needs_compaction: bool = False
+    # files the tables name that are missing or truncated: `harvester verify` says more
+    unreadable: int = 0
 
     @property
     def gap_days(self) -> int:
@@ -134,7 +136,12 @@ FROM l GROUP BY run_id ORDER BY max(recorded_at) DESC, max(seq) DESC LIMIT 1
 
 
 def store_status(
-    tables: Tables, grain: str | None, infos: dict[str, list[FileInfo]], *, needs_compaction: bool
+    tables: Tables,
+    grain: str | None,
+    infos: dict[str, list[FileInfo]],
+    *,
+    needs_compaction: bool,
+    unreadable: int = 0,
 ) -> StoreStatus:
     """Read the ledger once into a temp table and answer everything from it."""
     layout = tables.layout
@@ -178,6 +185,7 @@ def store_status(
         last_run=RunInfo(runs[0][0], runs[0][1], runs[0][2], int(runs[0][3])) if runs else None,
         locked_by=read_lock(layout.lock_file),
         needs_compaction=needs_compaction,
+        unreadable=unreadable,
     )
 
 

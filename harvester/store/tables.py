@@ -225,8 +225,9 @@ class Tables:
                 errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free, need ~{need:,})"
             )
 
-    def create_missing(self) -> None:
-        """Create each table that does not exist yet, empty, with its explicit schema."""
+    def create_missing(self, properties: dict[str, str] | None = None) -> None:
+        """Create each table that does not exist yet, empty, with its explicit schema and
+        ``properties`` (the store's grain and format) in its configuration."""
         from deltalake import DeltaTable
 
         for kind in s.KINDS:
@@ -238,9 +239,10 @@ class Tables:
                 mode="ignore",
                 partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
                 name=f"harvester_{kind}",
-                configuration=TABLE_CONFIGURATION,
+                configuration={**TABLE_CONFIGURATION, **(properties or {})},
                 storage_options=self.layout.storage_options,
                 commit_properties=_commit(None, "create"),
+                raise_if_key_not_exists=False,  # the harvester.* properties
             )
 
     def append(self, kind: str, rows: pa.Table, batch: int, *, txn: bool = True) -> None:

@@ -157,13 +157,26 @@ def dynamic_sql(root: Path | str | _HasPath) -> str:
     statements = []
     for kind, name in _PRIVATE.items():
         folder = f"{base}/{kind}/{s.PARTITION_KEY}=*" if kind in s.PARTITIONED else f"{base}/{kind}"
-        pattern = sql_literal(f"{folder}/part-[0-9][0-9][0-9][0-9][0-9]-*{s.PARQUET_SUFFIX}")
+        pattern = sql_literal(f"{folder}/{_PART_FILE}")
         columns = ", ".join(table_columns(kind))
         statements.append(
             f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet({pattern}, "
             "hive_partitioning = false);"
         )
     return "\n".join(statements)
+
+
+# delta-rs's part file names, exactly (``part-00000-<uuid>-c000.zstd.parquet``): a copy a sync
+# client or a restore leaves (``... (copy).parquet``, ``...parquet~``) never matches.
+_HEX = "[0-9a-f]"
+_PART_FILE = (
+    "part-"
+    + "[0-9]" * 5
+    + "-"
+    + "-".join(_HEX * n for n in (8, 4, 4, 4, 12))
+    + "-c[0-9][0-9][0-9].zstd"
+    + s.PARQUET_SUFFIX
+)
 
 
 def base_views_sql(root: Path | str | _HasPath) -> str:

@@ -427,17 +427,21 @@ def test_retries_give_up_after_max_attempts(tmp_path: Path, make_simulator: Make
 def test_a_429_never_counts_as_an_attempt(tmp_path: Path, make_simulator: MakeSimulator) -> None:
     """Another tool spends most of a window while our slow requests are on the wire: the ones
     it overtakes are refused, and with max_attempts = 1 a job would fail if a 429 counted."""
-    window = 2
+    window = 4
+    # The probe (replied at 0.5 s) and the next four requests (arriving at 0.5 s, before the
+    # other tool spends at 0.8 s) are counted; the last three, sent when those come back at
+    # 1.0 s, are overtaken and refused. The server's window is made to begin just before the run
+    # does (not when the simulator started: a loaded machine takes its time to get there).
     sim = make_simulator(
         today=TODAY,
         limit=10,
         window_seconds=window,
-        latency=0.2,
+        latency=0.5,
         other_client_spend=6,
-        other_client_at=0.3,
-        clock_skew=window - time.time() % window,  # the server's window begins now
+        other_client_at=0.8,
     )
     config = _config(tmp_path, sim, phones=["ALL"], start=START, end=_end(8), max_attempts=1)
+    sim.settings.clock_skew = window - time.time() % window  # the server's window begins now
     summary = _run(config, days=8, retry=RetryPolicy(max_attempts=1))
     assert summary.exit_code == 0 and summary.done == 8
     refused = sim.log.count(status=429)

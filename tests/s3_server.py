@@ -92,3 +92,13 @@ def s3_env(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def environ_with(env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env}
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """Run a store test on a local folder (None) and on an s3:// URL of the loopback server."""
+    if request.param == "local":
+        return None
+    request.getfixturevalue("s3_env")
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server.new_url()

@@ -17,7 +17,7 @@ import pytest
 from harvester.analysis import bundled_views
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, s3_env, s3_server
-from tests.support import assert_store_matches_truth, cli_env, run_cli, write_config
+from tests.support import PASSWORD_ENV, assert_store_matches_truth, cli_env, run_cli, write_config
 
 __all__ = ["s3_env", "s3_server"]  # fixtures
 
@@ -185,3 +185,26 @@ def test_credentials_in_the_url_are_refused_without_echoing_them(tmp_path: Path)
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def test_config_keeps_an_object_storage_url_and_relative_folders_stay_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harvester.config import load_config
+    from harvester.store.location import object_url, one_line
+
+    settings = SimulatorSettings(today=TODAY)
+    with SimulatorServer(settings) as sim:
+        monkeypatch.setenv(PASSWORD_ENV, sim.credentials[1])
+        for given, expected in (
+            ("s3://bucket/some/prefix/", "s3://bucket/some/prefix"),
+            ("gs://bucket/p", "gs://bucket/p"),
+            ("az://container/p", "az://container/p"),
+        ):
+            config = s3_config(tmp_path, sim, given)
+            assert object_url(load_config(config).store.path) == expected
+        local = s3_config(tmp_path, sim, "store")
+        assert load_config(local).store.path == tmp_path / "store"
+    # an error text carrying a secret loses it, and its colour codes and lines
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    assert one_line(f"\x1b[31mfailed\n  ↳ key {SECRET_KEY}\x1b[0m") == "failed / key ***"

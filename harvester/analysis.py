@@ -39,7 +39,8 @@ import duckdb
 from harvester.errors import StoreError, UsageError
 from harvester.outputs import OutputFile, check_folder, check_output, replacing, write_failed
 from harvester.sql_guard import LIBRARY_NAMES, GuardNames, check_reading_sql, lock_down
-from harvester.store import define_base_views, retry_read, schema
+from harvester.store import Store, define_base_views, retry_read, schema
+from harvester.store.location import object_url
 from harvester.store.tables import Tables
 from harvester.store.verify import check_files, reading
 from harvester.store.views import dynamic_sql, snapshot, sql_literal
@@ -183,6 +184,11 @@ def partial_windows(con: duckdb.DuckDBPyConnection) -> list[Window]:
 def check_store(root: Path, *, flag: str = "store") -> None:
     """A StoreError unless ``root`` is an existing folder (the read commands' first check);
     the message names ``root`` as ``flag`` (the CLI passes ``--store``)."""
+    url = object_url(root)
+    if url is not None:
+        if not Store(root).exists():
+            raise StoreError(f"{flag}: {url} holds no store (nothing harvested yet?)")
+        return
     if not root.exists():
         raise StoreError(f"{flag}: {root} does not exist (nothing harvested yet?)")
     if not root.is_dir():
@@ -313,7 +319,7 @@ def export_duckdb(root: Path, file: Path, *, flag: str = "file", store_flag: str
     """
     check_store(root, flag=store_flag)
     check_folder(file, flag)
-    resolved = root.resolve()
+    resolved = root if object_url(root) else root.resolve()
     files = snapshot(resolved)
     kinds = (("data", "data"), ("ledger", "ledger"), ("raw reply", "raw"))
     empty = [name for name, kind in kinds if not files[kind]]

@@ -425,9 +425,19 @@ def _load_store(s: Section, config_path: Path) -> StoreConfig:
     raw_path = s.get("path", str, str(StoreConfig.path))
     if not raw_path.strip():
         raise ConfigError(f"{s.where('path')}: must not be empty")
-    # Relative to the config file's folder, so cron jobs work whatever their working directory.
-    path = Path(raw_path).expanduser()
-    if not path.is_absolute():
+    from harvester.store.location import object_url
+
+    # Relative to the config file's folder, so cron jobs work whatever their working directory;
+    # an object-storage URL (s3://, gs://, az://) is kept as it is (see harvester.store.location)
+    url = object_url(raw_path.strip())
+    if url is not None and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        # never echo it: the part before '@' is a secret
+        raise ConfigError(
+            f"{s.where('path')}: the URL must not hold credentials; set them in the standard "
+            "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY...)"
+        )
+    path = Path(url) if url else Path(raw_path).expanduser()
+    if url is None and not path.is_absolute():
         path = config_path.parent / path
     flush_jobs = s.positive("flush_jobs", StoreConfig.flush_jobs, MAX_FLUSH_JOBS)
     flush_seconds = s.seconds("flush_seconds", StoreConfig.flush_seconds, MAX_FLUSH_SECONDS)

@@ -62,9 +62,12 @@ def replace_store(store: Path, *, flag: str = "store") -> None:
     store the demo made, and only while no other harvester holds its lock. Errors name
     ``store`` as ``flag`` (the CLI passes ``--store``)."""
     from harvester.store import Store
+    from harvester.store.location import object_url
     from harvester.store.lock import hold_lock
     from harvester.store.schema import LOCK_FILE
 
+    if object_url(store):
+        raise StoreError(f"{flag}: the demo writes a local folder, not object storage")
     if store.exists() and not store.is_dir():
         raise StoreError(f"{flag}: {store} is a file")
     if store.is_dir() and any(store.iterdir()) and not (store / DEMO_MARKER).is_file():

@@ -31,6 +31,7 @@ from pathlib import Path
 import duckdb
 
 from harvester.errors import UsageError
+from harvester.store.location import readable_folder
 from harvester.store.views import glob_escape, sql_literal
 
 
@@ -77,7 +78,9 @@ def check_reading_sql(sql: str, names: GuardNames = LIBRARY_NAMES) -> None:
 def lock_down(
     con: duckdb.DuckDBPyConnection, store: Path, *, writable: Sequence[Path] = ()
 ) -> None:
-    """Let ``con`` touch only files under ``store`` and the files in ``writable``, for good."""
+    """Let ``con`` touch only files under ``store`` and the files in ``writable``, for good
+    (for a store on object storage: its local read cache, which is what the views read)."""
+    store = readable_folder(store)
     plain = {_folder(store.absolute()), _folder(Path(os.path.realpath(store)))}
     # The base views name each file with DuckDB's glob characters escaped (a store folder may be
     # called "st[1]" or "s?"), and DuckDB checks the escaped name: allow both spellings.

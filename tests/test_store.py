@@ -25,6 +25,9 @@ from harvester.items import item_schema
 from harvester.jobs import Grain, Job, period_end, period_start
 from harvester.store import FetchMeta, Store, base_views_sql, connect_base
 from harvester.store.tables import Tables
+from tests.s3_server import backend, s3_env, s3_server
+
+__all__ = ["backend", "s3_env", "s3_server"]  # fixtures
 
 QUERIES = Path(__file__).resolve().parents[1] / "queries"
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -80,8 +83,9 @@ def flow(root: Path, sql: str = "SELECT * FROM diagnostic_flow") -> list[tuple[A
     return con.execute(sql).fetchall()
 
 
-def new_store(tmp_path: Path, grain: Grain = Grain.DAY) -> Store:
-    store = Store(tmp_path / "store")
+def new_store(tmp_path: Path, grain: Grain = Grain.DAY, url: str | None = None) -> Store:
+    """A new store in ``tmp_path``, or at ``url`` (object storage: the ``backend`` fixture)."""
+    store = Store(url or tmp_path / "store")
     store.ensure_writable(grain)
     return store
 
@@ -139,8 +143,8 @@ def test_each_flush_is_one_commit_per_table_and_one_file_per_partition(tmp_path:
     assert [tables.open(kind).version() for kind in ("data", "raw", "ledger")] == [1, 1, 1]
 
 
-def test_empty_reply_is_a_done_job_with_zero_rows(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_empty_reply_is_a_done_job_with_zero_rows(tmp_path: Path, backend: str | None) -> None:
+    store = new_store(tmp_path, url=backend)
     job = day_job("111", D0)
     with store.lock("run"), store.writer("run") as writer:
         writer.record_done(job, arrow(parse_reply(b'{"applications": {}}')), b"{}", meta(job))
@@ -151,8 +155,10 @@ def test_empty_reply_is_a_done_job_with_zero_rows(tmp_path: Path) -> None:
     assert store.status().jobs_done == 1
 
 
-def test_refetch_replaces_rows_and_a_failed_refetch_keeps_them(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_refetch_replaces_rows_and_a_failed_refetch_keeps_them(
+    tmp_path: Path, backend: str | None
+) -> None:
+    store = new_store(tmp_path, url=backend)
     job = day_job("111", D0)
     write(store, [(job, 1, 4)])
     write(store, [(job, 2, 2)])  # a re-fetch with fewer items: the old ones vanish too
@@ -169,8 +175,10 @@ def test_refetch_replaces_rows_and_a_failed_refetch_keeps_them(tmp_path: Path) -
     assert index.done_window(job.key) == (D0, D0)
 
 
-def test_the_same_job_twice_in_one_batch_keeps_the_later_record(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_the_same_job_twice_in_one_batch_keeps_the_later_record(
+    tmp_path: Path, backend: str | None
+) -> None:
+    store = new_store(tmp_path, url=backend)
     job = day_job("111", D0)
     write(store, [(job, 1, 3), (job, 2, 3)])
     assert flow(store.path, "SELECT DISTINCT visits FROM diagnostic_flow") == [(2,)]
@@ -274,8 +282,8 @@ def test_fetch_meta_is_validated() -> None:
 # -- views on an empty store ----------------------------------------------------------------------
 
 
-def test_views_work_on_an_empty_store(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_views_work_on_an_empty_store(tmp_path: Path, backend: str | None) -> None:
+    store = new_store(tmp_path, url=backend)
     con = duckdb.connect()
     con.execute(base_views_sql(store))
     con.execute((QUERIES / "diagnostic_flow.sql").read_text())
@@ -294,8 +302,8 @@ def test_views_work_on_an_empty_store(tmp_path: Path) -> None:
 # -- quarantine ------------------------------------------------------------------------------------
 
 
-def test_quarantine_keeps_the_body_and_the_reason(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_quarantine_keeps_the_body_and_the_reason(tmp_path: Path, backend: str | None) -> None:
+    store = new_store(tmp_path, url=backend)
     bad, good = day_job("111", D0), day_job("111", D0 + dt.timedelta(days=1))
     with store.lock("run"), store.writer("run") as writer:
         writer.record_failed(
@@ -351,8 +359,10 @@ def test_open_index_of_a_missing_store_is_empty(tmp_path: Path) -> None:
 # -- status ---------------------------------------------------------------------------------------
 
 
-def test_status_counts_coverage_gaps_files_and_last_run(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_status_counts_coverage_gaps_files_and_last_run(
+    tmp_path: Path, backend: str | None
+) -> None:
+    store = new_store(tmp_path, url=backend)
     days = [0, 1, 2, 5, 6, 9]
     write(store, [(day_job("111", D0 + dt.timedelta(days=d)), 0, 2) for d in days])
     with store.lock("run-2"), store.writer("run-2") as writer:
@@ -414,8 +424,8 @@ def test_ensure_writable_refuses_a_read_only_folder(tmp_path: Path) -> None:
         folder.chmod(0o755)
 
 
-def test_writing_needs_the_lock(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_writing_needs_the_lock(tmp_path: Path, backend: str | None) -> None:
+    store = new_store(tmp_path, url=backend)
     with pytest.raises(StoreError, match="without holding its lock"):
         store.writer("run")
 
@@ -574,10 +584,12 @@ def test_bulk_plan_count_equals_the_job_by_job_walk(tmp_path: Path) -> None:
     assert 0 < rejected < sum(index.state(key) == "failed" for key in index)
 
 
-def test_rows_as_arrow_or_as_column_mappings_store_alike(tmp_path: Path) -> None:
+def test_rows_as_arrow_or_as_column_mappings_store_alike(
+    tmp_path: Path, backend: str | None
+) -> None:
     """record_done takes the item columns as an Arrow table or as a mapping of columns (what
     the scheduler passes: converted once per flush); one batch may mix both."""
-    store = new_store(tmp_path)
+    store = new_store(tmp_path, url=backend)
     jobs = [day_job("111", D0 + dt.timedelta(days=d)) for d in range(4)]
     with store.lock("run"), store.writer("run") as writer:
         for n, job in enumerate(jobs):

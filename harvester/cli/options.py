@@ -47,8 +47,10 @@ class CliState:
         if store is not None:
             return store
         config = self.config()
+        from harvester.store.location import object_url
+
         path = config.store.path
-        if not path.exists():
+        if not object_url(path) and not path.exists():
             raise UsageError(
                 f"{config.source}: [store] path: {path} does not exist (nothing harvested yet?)"
             )

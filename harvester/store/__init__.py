@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
+import json
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from harvester.store import schema as s
 from harvester.store.format import (
     read_store_file,
     record_table_metadata,
+    store_info,
     table_properties,
     write_store_file,
 )
@@ -114,7 +116,9 @@ class Store:
 
     def __init__(self, root: Path | str, storage_options: dict[str, str] | None = None) -> None:
         self.path = Path(root)
-        self._layout = s.Layout(self.path, storage_options)
+        self._layout = s.Layout(root, storage_options)
+        # what messages name: the folder, or the URL of a store on object storage
+        self.location = self._layout.name
         self._tables = Tables(self._layout)
         self._write_mutex = threading.Lock()  # one flush or compaction at a time
         self._batch_mutex = threading.Lock()
@@ -142,6 +146,9 @@ class Store:
         grain = Grain(grain)
         root = self.path
         self._tables.uri(s.DATA_DIR)  # a path the table layer cannot use: refused before any write
+        if self._layout.url is not None:
+            self._ensure_remote(grain)
+            return
         if root.exists() and not root.is_dir():
             raise StoreError(f"store.path {root} is a file, not a folder")
         try:
@@ -167,11 +174,48 @@ class Store:
                 )
         self._probe_writable()
         try:
-            self._tables.create_missing(table_properties(grain))
+            self._tables.create_missing(table_properties(grain), json.dumps(store_info(grain)))
         except OSError as exc:
             raise StoreError(f"store.path {root}: cannot create its tables: {exc}") from None
         if info is None:
             write_store_file(store_file, grain)
+
+    def _ensure_remote(self, grain: Grain) -> None:
+        """``ensure_writable`` on object storage: the format and grain live in the data table's
+        description (written by the commit that creates it); the companion folder is local."""
+        from harvester.store.location import one_line
+
+        info = read_store_file(self._layout)
+        if info is not None and info["grain"] != grain.value:
+            raise StoreError(
+                f"store.path {self.location} holds {info['grain']} windows, not {grain.value}: "
+                "use another store.path for another window"
+            )
+        try:
+            self._layout.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"store.path {self.location}: cannot create its local folder "
+                f"{self._layout.root}: {exc.strerror}"
+            ) from None
+        if info is not None and all(self._tables.exists(kind) for kind in s.KINDS):
+            return
+        try:
+            self._tables.create_missing(table_properties(grain), json.dumps(store_info(grain)))
+        except OSError as exc:
+            raise StoreError(
+                f"store.path {self.location}: cannot create its tables: {one_line(exc)}"
+            ) from None
+
+    def exists(self) -> bool:
+        """Whether there is a store here to read (a folder; on object storage, a data table)."""
+        return self._is_store()
+
+    def _is_store(self) -> bool:
+        """Whether there is a store here to read (a folder; on object storage, a data table)."""
+        if self._layout.url is None:
+            return self.path.is_dir()
+        return self._tables.exists(s.DATA_DIR)
 
     def _probe_writable(self) -> None:
         probe = self.path / f".write-probe-{os.getpid()}{s.TMP_SUFFIX}"
@@ -197,9 +241,10 @@ class Store:
             finally:
                 self._lock_depth -= 1
             return
-        if not self.path.is_dir():
-            raise StoreError(f"store.path {self.path} is not a store folder")
+        if not self._is_store():
+            raise StoreError(f"store.path {self.location} is not a store folder")
         self.check_format()
+        self._layout.root.mkdir(parents=True, exist_ok=True)  # an object store's companion
         from harvester.store.writer import repair
 
         with hold_lock(self._layout.lock_file, run_id) as holder:
@@ -274,9 +319,9 @@ class Store:
 
         Takes the lock unless this object already holds it (a pull compacting at its end).
         """
-        if not self.path.is_dir() or not self._tables.exists(s.LEDGER_DIR):
+        if not self._is_store() or not self._tables.exists(s.LEDGER_DIR):
             self.check_format()
-            raise StoreError(f"store.path {self.path} holds no store")
+            raise StoreError(f"store.path {self.location} holds no store")
         from harvester.store.compact import compact_store
 
         with self.lock(self._run_id or f"compact-{os.getpid()}"), self._write_mutex:
@@ -314,13 +359,13 @@ class Store:
         """The quota state the last run saved here (see :mod:`harvester.store.quota_state`)."""
         from harvester.store.quota_state import load_quota_state
 
-        return load_quota_state(self.path)
+        return load_quota_state(self._layout.root)
 
     def save_quota_state(self, state: Mapping[str, object]) -> bool:
         """Keep ``state`` for the next run (atomically); False if it could not be written."""
         from harvester.store.quota_state import save_quota_state
 
-        return save_quota_state(self.path, state)
+        return save_quota_state(self._layout.root, state)
 
     def job_index(self) -> JobIndex:
         """Every job's state, attempts and visible window, loaded once (works without a lock;
@@ -337,8 +382,8 @@ class Store:
 
     def status(self) -> StoreStatus:
         """Jobs, rows, coverage, gaps, files and the last run, from the ledger alone."""
-        if not self.path.is_dir():
-            raise StoreError(f"store.path {self.path} does not exist")
+        if not self._is_store():
+            raise StoreError(f"store.path {self.location} does not exist")
         grain = self.grain()
         from harvester.store.compact import needs_compaction
 
@@ -368,7 +413,7 @@ class Store:
             ORDER BY r.fetched_at DESC, r.fetch_id
         """
         with reading(self._tables):
-            con = connect_base(self._layout.root)
+            con = connect_base(self.path)
             try:
                 rows = retry_read(lambda: con.execute(query).fetchall())
             finally:
@@ -391,7 +436,7 @@ class Store:
 
     def views_sql(self) -> str:
         """The base relations' SQL for this store (see :func:`base_views_sql`)."""
-        return base_views_sql(self._layout.root)
+        return base_views_sql(self.path)
 
 
 def __getattr__(name: str) -> Any:

@@ -36,6 +36,18 @@ def read_store_file(layout: s.Layout) -> dict[str, Any] | None:
     ``store.json`` whose ledger is in the older layout is refused the same way.
     """
     path = layout.store_file
+    if layout.url is not None:
+        # on object storage the data table's description holds it (harvester.store.location)
+        from harvester.store.tables import Tables
+
+        described = Tables(layout).description()
+        if described is None:
+            return None
+        where = f"{layout.url}/{s.DATA_DIR}"
+        try:
+            return _checked(json.loads(described), where, layout)
+        except ValueError:
+            raise StoreError(f"{where}: its description is not a harvester store's") from None
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -48,6 +60,10 @@ def read_store_file(layout: s.Layout) -> dict[str, Any] | None:
         info = json.loads(text)
     except ValueError as exc:
         raise StoreError(f"{path} is not valid JSON: {exc}") from None
+    return _checked(info, path, layout)
+
+
+def _checked(info: Any, path: object, layout: s.Layout) -> dict[str, Any]:
     if not isinstance(info, dict) or info.get("format") != s.FORMAT_NAME:
         raise StoreError(f"{path} is not a harvester store file")
     version = info.get("format_version")
@@ -59,7 +75,7 @@ def read_store_file(layout: s.Layout) -> dict[str, Any] | None:
         raise StoreError(_legacy_message(layout))
     if version != s.FORMAT_VERSION:
         raise StoreError(
-            f"store.path {layout.root} has format version {version}; this harvester reads and "
+            f"store.path {layout.name} has format version {version}; this harvester reads and "
             f"writes version {s.FORMAT_VERSION}: use a harvester that knows version {version}"
         )
     grain = info.get("grain")
@@ -162,16 +178,20 @@ def write_store_file(store_file: Path, grain: Grain) -> None:
     """Write ``store.json`` atomically (temp name, fsync, rename, folder fsync)."""
     from harvester.store.files import fsync_dir, temp_path
 
-    info = {
+    tmp = temp_path(store_file)
+    tmp.write_text(json.dumps(store_info(grain), indent=2) + "\n")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, store_file)
+    fsync_dir(store_file.parent)
+
+
+def store_info(grain: Grain) -> dict[str, object]:
+    """What ``store.json`` holds (and, for every engine to read, the data table's description)."""
+    return {
         "format": s.FORMAT_NAME,
         "format_version": s.FORMAT_VERSION,
         "grain": grain.value,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "created_by": f"harvester {__version__}",
     }
-    tmp = temp_path(store_file)
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, store_file)
-    fsync_dir(store_file.parent)

@@ -109,6 +109,12 @@ FROM ({rows})
 def migrate_store(root: Path) -> MigrationResult:
     """Convert the format-1 store at ``root`` in place (see the module's docstring)."""
     layout = s.Layout(root)
+    if layout.url is not None:
+        # format 1 was only ever written to a local folder
+        raise StoreError(
+            f"migrate: {layout.url} is on object storage, where only the current format is "
+            "written: nothing to convert (migrate a local store, then upload it)"
+        )
     if not layout.root.is_dir():
         raise StoreError(f"migrate: {layout.root} is not a store folder")
     info = _legacy_info(layout)

@@ -195,12 +195,17 @@ def seq_of(batch_id: int, position: int) -> int:
 class Layout:
     """The places of one store: its local folder and each table's URI; no I/O.
 
-    The table layer speaks URIs and storage options only (``table_uri``), so a table can live
-    on object storage; the lock and ``store.json`` are local files for now.
+    The table layer speaks URIs and storage options only (``table_uri``). For a store on object
+    storage (``url``), ``root`` is its local companion folder (lock, quota state, read cache:
+    :mod:`harvester.store.location`) and ``name`` is the URL that messages show.
     """
 
-    def __init__(self, root: Path, storage_options: dict[str, str] | None = None) -> None:
-        self.root = root.absolute()
+    def __init__(self, root: Path | str, storage_options: dict[str, str] | None = None) -> None:
+        from harvester.store.location import companion_folder, object_url
+
+        self.url = object_url(root)
+        self.root = companion_folder(self.url) if self.url else Path(root).absolute()
+        self.name = self.url or str(self.root)
         self.data = self.root / DATA_DIR
         self.raw = self.root / RAW_DIR
         self.ledger = self.root / LEDGER_DIR
@@ -209,7 +214,7 @@ class Layout:
         self.storage_options = storage_options
 
     def table_uri(self, kind: str) -> str:
-        return str(self.root / kind)
+        return f"{self.url}/{kind}" if self.url else str(self.root / kind)
 
     def legacy_ledger_files(self) -> list[Path]:
         """Part files of a format-1 ledger (``ledger/part-*.parquet`` without a Delta log)."""

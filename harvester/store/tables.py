@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from harvester import __version__
 from harvester.errors import StoreError
 from harvester.store import schema as s
+from harvester.store.location import CACHE_DIR, mirror, one_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
+
+log = logging.getLogger(__name__)
 
 # The app id of the harvester's Delta transaction identifiers.
 APP_ID = "harvester"
@@ -51,6 +56,9 @@ TABLE_CONFIGURATION = {
     "delta.enableExpiredLogCleanup": "true",
     "delta.checkpointInterval": "100",
 }
+# Tries of one commit that lost the race to another writer's (object storage, where no lock
+# spans machines): each try re-reads the new version first, and a writer rarely loses twice.
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +115,7 @@ class Tables:
     def uri(self, kind: str) -> str:
         """Where delta-rs finds table ``kind``; StoreError for a path it cannot address."""
         root = str(self.layout.root)
-        if "[" in root or "]" in root:
+        if self.layout.url is None and ("[" in root or "]" in root):
             # delta-rs 1.6 turns the path into an object-store URL whose host then holds the
             # bracket (an IPv6 literal to the URL parser) and panics; a symlink does not help
             # (it resolves it first)
@@ -150,12 +158,32 @@ class Tables:
         except TableNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"cannot read the {kind} table of {self.layout.root}: {exc}") from None
+            raise StoreError(
+                f"cannot read the {kind} table of {self.layout.name}: {one_line(exc)}"
+            ) from None
+
+    def description(self) -> str | None:
+        """The data table's description (``store.json``'s content, see ``create_missing``)."""
+        table = self.open(s.DATA_DIR)
+        return None if table is None else table.metadata().description
 
     def files(self, kind: str) -> list[str]:
-        """The current version's files (what a query must read: no more, no less)."""
+        """The current version's files (what a query must read: no more, no less); local
+        paths, on object storage those of the read cache (:mod:`harvester.store.location`)."""
         table = self.open(kind)
-        return [] if table is None else [_local(uri) for uri in table.file_uris()]
+        if table is None:
+            return []
+        if self.layout.url is not None:
+            return [str(path) for path in self._mirror(kind, table).values()]
+        return [_local(uri) for uri in table.file_uris()]
+
+    def _mirror(self, kind: str, table: DeltaTable) -> dict[str, Path]:
+        try:
+            return mirror(table, self.layout.root / CACHE_DIR / kind)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read the {kind} table of {self.layout.name}: {one_line(exc)}"
+            ) from None
 
     def file_infos(self, kind: str) -> list[FileInfo]:
         """The current version's files with their sizes, row counts and partitions."""
@@ -173,8 +201,19 @@ class Tables:
             else [None] * actions.num_rows
         )
         base = _local(self.uri(kind)).rstrip("/")
+        local = (
+            {unquote(k): str(v) for k, v in self._mirror(kind, table).items()}
+            if self.layout.url is not None
+            else {}
+        )
         return [
-            FileInfo(path, f"{base}/{unquote(path)}", int(size or 0), int(rows or 0), month)
+            FileInfo(
+                path,
+                local.get(unquote(path)) or f"{base}/{unquote(path)}",
+                int(size or 0),
+                int(rows or 0),
+                month,
+            )
             for path, size, rows, month in zip(
                 actions.column("path").to_pylist(),
                 actions.column("size_bytes").to_pylist(),
@@ -214,6 +253,8 @@ class Tables:
     def ensure_space(self, rows: Any = None) -> None:
         """OSError(ENOSPC) if a local store's disk cannot take ``rows`` (an Arrow table or None)
         plus SPACE_MARGIN_BYTES; object storage is not checked."""
+        if self.layout.url is not None:
+            return
         try:
             stats = os.statvfs(self.layout.root)
         except OSError:
@@ -225,9 +266,12 @@ class Tables:
                 errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free, need ~{need:,})"
             )
 
-    def create_missing(self, properties: dict[str, str] | None = None) -> None:
+    def create_missing(
+        self, properties: dict[str, str] | None = None, description: str | None = None
+    ) -> None:
         """Create each table that does not exist yet, empty, with its explicit schema and
-        ``properties`` (the store's grain and format) in its configuration."""
+        ``properties`` (the store's grain and format) in its configuration; the data table's
+        description is ``description`` (the same, as JSON, for engines that show descriptions)."""
         from deltalake import DeltaTable
 
         for kind in s.KINDS:
@@ -239,6 +283,7 @@ class Tables:
                 mode="ignore",
                 partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
                 name=f"harvester_{kind}",
+                description=description if kind == s.DATA_DIR else None,
                 configuration={**TABLE_CONFIGURATION, **(properties or {})},
                 storage_options=self.layout.storage_options,
                 commit_properties=_commit(None, "create"),
@@ -250,13 +295,16 @@ class Tables:
         from deltalake import write_deltalake
 
         self.ensure_space(rows)
-        write_deltalake(
-            self.handle(kind),
-            rows,
-            mode="append",
-            partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-            writer_properties=_writer_properties(),
-            commit_properties=_commit(batch, "flush", txn=txn),
+        self._redo_lost(
+            kind,
+            lambda: write_deltalake(
+                self.handle(kind),
+                rows,
+                mode="append",
+                partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
+                writer_properties=_writer_properties(),
+                commit_properties=_commit(batch, "flush", txn=txn),
+            ),
         )
 
     def replace(
@@ -267,15 +315,35 @@ class Tables:
         from deltalake import write_deltalake
 
         self.ensure_space(rows)
-        write_deltalake(
-            self.handle(kind),
-            rows,
-            mode="overwrite",
-            predicate=predicate,
-            partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-            writer_properties=_writer_properties(),
-            commit_properties=_commit(batch, operation, txn=operation == "flush"),
+        self._redo_lost(
+            kind,
+            lambda: write_deltalake(
+                self.handle(kind),
+                rows,
+                mode="overwrite",
+                predicate=predicate,
+                partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
+                writer_properties=_writer_properties(),
+                commit_properties=_commit(batch, operation, txn=operation == "flush"),
+            ),
         )
+
+    def _redo_lost(self, kind: str, write: Callable[[], object]) -> None:
+        """Run ``write`` (one commit); if another writer committed that version first
+        (``CommitFailedError``: a conditional put lost on object storage), re-read the table and
+        redo it on the new version. Only an Arrow table can be written twice (a stream is
+        consumed): callers streaming rows hold the lock and meet no rival."""
+        from deltalake.exceptions import CommitFailedError
+
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                write()
+                return
+            except CommitFailedError:
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.info("a concurrent commit won on the %s table: redoing this one", kind)
+                self._handles.pop(kind, None)
 
     def overwrite(self, kind: str, rows: Any, batch: int, operation: str) -> None:
         """One commit replacing the whole table by ``rows`` (an Arrow table or stream)."""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import duckdb
 
 from harvester.store import schema as s
+from harvester.store.location import CACHE_DIR, object_url
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -119,7 +120,9 @@ class _HasPath(Protocol):
 
 
 def _root(root: Path | str | _HasPath) -> Path:
-    return Path(root.path if not isinstance(root, Path | str) else root).absolute()
+    path = Path(root.path if not isinstance(root, Path | str) else root)
+    # an object-storage URL (``s3:/bucket/prefix`` once a Path) stays as it is
+    return path if object_url(path) else path.absolute()
 
 
 def snapshot(root: Path | str | _HasPath) -> dict[str, list[str]]:
@@ -153,7 +156,9 @@ def dynamic_sql(root: Path | str | _HasPath) -> str:
     later pulls by itself (``export-duckdb``): exact whenever no pull is writing, since every
     run ends by vacuuming the files its commits removed. Only delta-rs's own file names match
     (``part-NNNNN-<uuid>...parquet``), and the store's path is escaped, never a pattern."""
-    base = glob_escape(str(_root(root)))
+    layout = s.Layout(_root(root))
+    # on object storage: the local read cache that every harvester read brings up to date
+    base = glob_escape(str(layout.root / CACHE_DIR if layout.url else layout.root))
     statements = []
     for kind, name in _PRIVATE.items():
         folder = f"{base}/{kind}/{s.PARTITION_KEY}=*" if kind in s.PARTITIONED else f"{base}/{kind}"

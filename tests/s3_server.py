@@ -1,0 +1,104 @@
+"""A real S3 API on loopback for the object-storage tests: moto's server, in its own process.
+
+Its own process, not moto's in-process ``ThreadedMotoServer``: some delta-rs calls
+(``DeltaTable.is_deltatable``) hold the GIL while they wait for the reply, so a server thread in
+the same interpreter could never answer them (measured: a 180 s timeout).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# moto starts in ~1-2 s; far more means it cannot start here.
+START_TIMEOUT_SECONDS = 30.0
+ACCESS_KEY = "AKIAHARVESTERTEST01"
+SECRET_KEY = "harvester-test-secret-Zq81xR"  # never to be seen in an output or a message
+
+
+class S3Server:
+    """One moto server process with one bucket."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.bucket = "harvester-test"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.05)
+        request = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def env(self) -> dict[str, str]:
+        """The standard variables delta-rs reads (never the config)."""
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def new_url(self) -> str:
+        return f"s3://{self.bucket}/{uuid.uuid4().hex[:12]}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's environment pointed at the server (and a private companion folder); the
+    same variables for a CLI subprocess."""
+    env = {**s3_server.env(), "HARVESTER_STATE_DIR": str(tmp_path / "state")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def environ_with(env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **env}
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """Run a store test on a local folder (None) and on an s3:// URL of the loopback server."""
+    if request.param == "local":
+        return None
+    request.getfixturevalue("s3_env")
+    server: S3Server = request.getfixturevalue("s3_server")
+    return server.new_url()

@@ -66,6 +66,7 @@ def retry_sync(
     attempts: int,
     wait_for: WaitFor,
     sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[Exception, float], None] | None = None,
 ) -> T:
     """``call()`` until it returns, at most ``attempts`` times: the blocking twin of
     :func:`retry_async`, e.g. for a DuckDB read that a compaction's delete may race::
@@ -84,4 +85,6 @@ def retry_sync(
             if wait is None or attempt == attempts:
                 raise
             sleep(wait)
+            if on_retry is not None:
+                on_retry(exc, wait)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -29,7 +29,6 @@ On an empty table (no file yet) the relation is an empty SELECT of the right typ
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import duckdb
 
+from harvester.retrying import retry_sync
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR, object_url
 
@@ -260,12 +260,15 @@ def retry_read(query: Callable[[], T], attempts: int = READ_RETRY_ATTEMPTS) -> T
     Example: ``rows = retry_read(lambda: con.execute(sql).fetchall())``. Other errors, and the
     last ``IOException``, propagate unchanged.
     """
-    for attempt in range(1, attempts + 1):
-        try:
-            return query()
-        except duckdb.IOException:
-            if attempt == attempts:
-                raise
-            time.sleep(READ_RETRY_DELAY_SECONDS * attempt)
-            _refresh_live()
-    raise AssertionError("unreachable")
+    return retry_sync(
+        query,
+        attempts=attempts,
+        wait_for=_vanished_file_wait,
+        on_retry=lambda _exc, _wait: _refresh_live(),
+    )
+
+
+def _vanished_file_wait(exc: Exception, attempt: int) -> float | None:
+    """A file a vacuum removed under a read (DuckDB's IOException) is worth a fresh file list
+    after a short pause; anything else is not retried."""
+    return READ_RETRY_DELAY_SECONDS * attempt if isinstance(exc, duckdb.IOException) else None

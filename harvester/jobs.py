@@ -107,3 +107,14 @@ def windows_newest_first(
         if period <= start:  # done; and the step below would leave the calendar at its start
             return
         period = period_start(period - dt.timedelta(days=1), grain)
+
+
+def due_for_late_refetch(
+    fetched_as_of: int, window_end: int, today: int, lookback_days: int
+) -> bool:
+    """The late-data rule, written once: a done job is fetched again while it was at most
+    ``lookback_days`` days old when last fetched ("as of" that run's today), unless it was
+    fetched today already (docs/design.md, "Sync and late data"). Days are any consistent day
+    numbers (ordinals, epoch days): the plan asks with dates' ordinals, the ledger's index with
+    its stored epoch days."""
+    return fetched_as_of < today and fetched_as_of - window_end <= lookback_days

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from harvester.jobs import Grain, Job, windows, windows_newest_first
+from harvester.jobs import Grain, Job, due_for_late_refetch, windows, windows_newest_first
 
 if TYPE_CHECKING:
     from harvester.store import JobState
@@ -153,9 +153,14 @@ class Plan:
         """Late data: was the job fetched while it was young, and not yet today?"""
         assert self.lookback_days is not None and self.today is not None
         as_of = index.done_as_of(job.key)
-        if as_of is None or as_of >= self.today:
+        if as_of is None:
             return False
-        return (as_of - job.window_end).days <= self.lookback_days
+        return due_for_late_refetch(
+            as_of.toordinal(),
+            job.window_end.toordinal(),
+            self.today.toordinal(),
+            self.lookback_days,
+        )
 
     @cached_property
     def _refetch_from(self) -> dict[str, dt.date | None]:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from harvester.jobs import Grain, period_start
+from harvester.jobs import Grain, due_for_late_refetch, period_start
 from harvester.store import schema as s
 
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ class JobIndex:
             )
             if code == _DONE
             and as_of != _NO_DAY
-            and as_of < today_days
-            and as_of - day_end <= lookback_days
+            and due_for_late_refetch(as_of, day_end, today_days, lookback_days)
         )
 
     def state(self, key: tuple[str, dt.date]) -> JobState | None:

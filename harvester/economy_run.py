@@ -100,10 +100,10 @@ class EconomyRun:
         self.on_recorded = on_recorded
         self.state = load_economy(root)
         derive = bool(self.state.get("derive", True))
-        limits = RangeLimits(
-            longest_accepted=int(self.state.get("longest_accepted", 0)),
-            shortest_refused=self.state.get("shortest_refused"),
-        )
+        limits = RangeLimits(longest_accepted=int(self.state.get("longest_accepted", 0)))
+        refused = self.state.get("shortest_refused")
+        if isinstance(refused, int):  # propose what was accepted, not the untried between
+            limits.refused(refused)
         self.planner = EconomyPlanner(EconomyPolicy(derive=derive), limits)
         self.jobs: dict[tuple[str, dt.date], Job] = {}
         self.recorded: set[tuple[str, dt.date]] = set()

@@ -64,15 +64,27 @@ def test_quarter_of_four_shapes_costs_under_065_of_day_by_day_and_stores_the_tru
         config = write_config(
             tmp_path, sim, phones=PHONES, start=start, end=end, economy="auto", limit=100_000
         )
+        planned = run_cli(
+            ["plan", "-c", str(config), "--json", "--today", TODAY.isoformat()], env=cli_env(sim)
+        )
+        assert planned.returncode == 0, planned.stderr
+        forecast = json.loads(planned.stdout)
         summary = pull(config, sim)
         sent = data_requests(sim)
         day_by_day = len(PHONES) * days_in(start, end)
+        assert forecast["requests"] == day_by_day and forecast["economy"] is True
+        # no density known yet: the estimate is the dearest case (every day busy)
+        assert sent <= forecast["requests_expected"] <= 1.05 * day_by_day
         assert summary["done"] == day_by_day
         assert sent <= 0.65 * day_by_day, (sent, day_by_day)
         assert_store_matches_truth(tmp_path / "store", sim, PHONES, start, end)
         kinds = provenance_counts(tmp_path / "store")
         assert sum(kinds.values()) == day_by_day
         assert kinds["empty"] > 0 and kinds["derived"] > 0, kinds
+        status = run_cli(["status", "--store", str(tmp_path / "store"), "--json"])
+        assert json.loads(status.stdout)["provenance"] == kinds
+        text = run_cli(["status", "--store", str(tmp_path / "store")]).stdout
+        assert f"derived {kinds['derived']:,}" in text
         # the raw archive holds the range replies that prove the days
         mark = len(sim.log)
         again = pull(config, sim)
@@ -285,3 +297,14 @@ def test_long_ranges_refused_fall_back_and_the_limit_is_remembered(tmp_path: Pat
         assert sim.log.count(status=400) == sum(
             1 for e in sim.log.entries()[:mark] if e.status == 400
         )
+
+
+def test_a_bad_economy_value_is_refused_in_one_line_before_sending(tmp_path: Path) -> None:
+    with sim_of() as sim:
+        config = write_config(
+            tmp_path, sim, phones=PHONES, start=D(2024, 6, 1), end=D(2024, 6, 2), economy="on"
+        )
+        done = run_cli(["pull", "-c", str(config)], env=cli_env(sim))
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1 and "economy" in done.stderr, done.stderr
+        assert len(sim.log) == 0 and not (tmp_path / "store").exists()

@@ -69,6 +69,8 @@ class StoreStatus:
     last_run: RunInfo | None = None
     locked_by: LockHolder | None = None
     needs_compaction: bool = False
+    # done jobs per provenance kind (request economy: fetched, empty, derived, unchanged)
+    provenance: dict[str, int] = field(default_factory=dict)
 
     @property
     def gap_days(self) -> int:
@@ -150,6 +152,7 @@ def store_status(
             for phone, start, end in con.execute(_GAPS, [short]).fetchall():
                 gaps.setdefault(phone, []).append((start, end))
         runs = con.execute(_LAST_RUN).fetchall()
+        kinds = con.execute(_PROVENANCE).fetchall()
     finally:
         con.close()
     phones = tuple(
@@ -178,7 +181,11 @@ def store_status(
         last_run=RunInfo(runs[0][0], runs[0][1], runs[0][2], int(runs[0][3])) if runs else None,
         locked_by=read_lock(layout.lock_file),
         needs_compaction=needs_compaction,
+        provenance={str(kind): int(n) for kind, n in kinds},
     )
+
+
+_PROVENANCE = "SELECT provenance, count(*) FROM visible_records GROUP BY 1 ORDER BY 2 DESC"
 
 
 def _materialise(con: duckdb.DuckDBPyConnection, ledger: list[str]) -> None:
@@ -193,7 +200,7 @@ def _materialise(con: duckdb.DuckDBPyConnection, ledger: list[str]) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE l AS
         SELECT phone, period, seq, state, quarantined, rows, fetched_at, window_start,
-               window_end, run_id, recorded_at
+               window_end, run_id, recorded_at, coalesce(provenance, 'fetched') AS provenance
         FROM ({source})
         """
     )

@@ -9,8 +9,8 @@ The CLI renders it (:mod:`harvester.cli.render_plan`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 from harvester.config import Config, QuotaConfig

@@ -251,8 +251,17 @@ def test_pull_killed_mid_economy_resumes_equal_to_truth_and_never_records_a_day_
         for _ in range(5):
             before = len(sim.log)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "harvester", "-q", "pull", "-c", str(config)]
-                + ["--today", TODAY.isoformat()],
+                [
+                    sys.executable,
+                    "-m",
+                    "harvester",
+                    "-q",
+                    "pull",
+                    "-c",
+                    str(config),
+                    "--today",
+                    TODAY.isoformat(),
+                ],
                 env=cli_env(sim),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

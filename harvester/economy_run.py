@@ -46,7 +46,7 @@ from harvester.economy import (
 )
 from harvester.fetching import UNFINISHED, Final, JobFetcher
 from harvester.items import COLUMNS
-from harvester.jobs import Grain, Job
+from harvester.jobs import Job
 from harvester.plan import LedgerLookup, Plan
 from harvester.store import FetchMeta
 from harvester.store.provenance import history, load_economy, save_economy, stored_day_rows
@@ -55,13 +55,6 @@ log = logging.getLogger("harvester")
 
 # A 400 for a range of several days means "too long" (the API notes, "Range arithmetic").
 TOO_LONG_STATUS = 400
-
-
-def applies(plan: Plan, mode: str) -> bool:
-    """Whether a run of ``plan`` plans by range arithmetic: ``harvest.economy = "auto"`` and a
-    daily plan (weekly and monthly windows stay one request per job; so does
-    ``--retry-failed``, which sends only the few failed jobs)."""
-    return mode == "auto" and plan.grain is Grain.DAY and not plan.only_failed
 
 
 _Exchange = asyncio.Task[Final | Literal["unfinished"] | None]

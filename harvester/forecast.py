@@ -15,9 +15,16 @@ from dataclasses import dataclass
 
 from harvester.config import Config, QuotaConfig
 from harvester.economy import EconomyPolicy, expected_requests
-from harvester.economy_run import applies as economy_applies
 from harvester.jobs import Grain
-from harvester.plan import Cost, LedgerLookup, Plan, PlanCount, count, count_jobs
+from harvester.plan import (
+    Cost,
+    LedgerLookup,
+    Plan,
+    PlanCount,
+    count,
+    count_jobs,
+    economy_applies,
+)
 from harvester.store import open_index
 from harvester.store.provenance import history, load_economy
 
@@ -67,7 +74,8 @@ def forecast(
     q = config.quota
     budget = q.limit - q.reserve
     economy = economy_applies(plan, config.harvest.economy)
-    expected = _expected(config, plan, index) if economy else counts.to_fetch
+    pending = counts.to_fetch
+    expected = _expected(config, plan, index) if economy and pending else pending
     cost = Cost.of(expected, budget, q.window_seconds)
     now = now or dt.datetime.now(dt.UTC).astimezone()
     alternatives = _alternatives(plan, budget, q.window_seconds)

@@ -50,12 +50,11 @@ from harvester.api.transport import open_session
 from harvester.clock import Clock, SystemClock
 from harvester.config import Config
 from harvester.economy_run import EconomyRun
-from harvester.economy_run import applies as economy_applies
 from harvester.errors import CredentialsError, QuotaStalled, StoreError, StoreWriteError
 from harvester.fetching import JobFetcher
 from harvester.gate import LastWindow, QuotaGate
 from harvester.jobs import Job
-from harvester.plan import LedgerLookup, Plan, count
+from harvester.plan import LedgerLookup, Plan, count, economy_applies
 from harvester.progress import NullProgress, ProgressSink
 from harvester.retrying import Backoff
 from harvester.store import Store, StoreWriter

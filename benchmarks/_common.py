@@ -96,6 +96,7 @@ start = {start.isoformat()}
 end = {end.isoformat()}
 window = "day"
 timezone = "UTC"
+economy = "off"  # one request per job: what these servers and counts assume
 
 [store]
 path = "{store_path}"

@@ -9,8 +9,8 @@ These are *planner* figures, in-process: :func:`harvester.economy.drive` answers
 range with the simulator's ground truth for it (``Simulator.truth_rows``, exactly the rows a 200
 reply carries), four requests outstanding at a time, replies in the order sent. There is no HTTP,
 no quota and no store: the request counts are what a pull or sync would send, the wall times are
-what they would take at the real quota (150 requests per 15 minutes); they are not yet
-end-to-end pulls (the scheduler and ledger do not use the planner yet).
+what they would take at the real quota (150 requests per 15 minutes). End-to-end pulls and
+syncs over loopback are measured by ``benchmarks/economy_e2e.py``.
 
 Each scenario checks that every resolved day equals the simulator's day-by-day truth (after a
 sync: the truth as the server reports it that day), and compares the request count with the

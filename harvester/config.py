@@ -56,6 +56,7 @@ MAX_ATTEMPTS = 100  # per job and run; the default is 6
 MAX_LIMIT = 10**9  # requests per window: the benchmarks' "lifted quota" (benchmarks/_common.py)
 MAX_WINDOW_SECONDS = 86_400.0  # the API's window is 900 s; a day keeps ETAs within the calendar
 MAX_LOOKBACK_DAYS = 366  # late data arrives within days; a year keeps lookbacks within the dates
+ECONOMY_MODES = ("auto", "off")  # harvest.economy
 MAX_FLUSH_JOBS = 100_000  # jobs held in memory until a flush (default 500); a store file holds
 # fewer than 2**24 records (store.schema.MAX_RECORDS_PER_FILE)
 MAX_FLUSH_SECONDS = 3_600.0  # a crash loses at most this much fetched work
@@ -133,6 +134,9 @@ class HarvestConfig:
     window: Grain = Grain.DAY
     lookback_days: int = 3
     timezone: str | None = None
+    # request economy (issue 14): "auto" plans day windows by range arithmetic, "off" sends
+    # one request per job as before
+    economy: str = "auto"
 
     def zone(self) -> dt.tzinfo:
         """The account's local time zone, in which "today" and "yesterday" are meant."""
@@ -400,6 +404,9 @@ def _load_harvest(s: Section) -> HarvestConfig:
     lookback = s.positive(
         "lookback_days", HarvestConfig.lookback_days, MAX_LOOKBACK_DAYS, zero_ok=True
     )
+    economy = s.get("economy", str, HarvestConfig.economy)
+    if economy not in ECONOMY_MODES:
+        raise ConfigError(f"{s.where('economy')}: must be auto or off, got {economy!r}")
     timezone = s.get("timezone", str, None)
     if timezone is not None:
         try:
@@ -418,6 +425,7 @@ def _load_harvest(s: Section) -> HarvestConfig:
         window=window,
         lookback_days=lookback,
         timezone=timezone,
+        economy=economy,
     )
 
 

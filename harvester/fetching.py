@@ -12,7 +12,8 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from harvester import __version__
 from harvester.api.client import ApiClient
@@ -49,6 +50,18 @@ log = logging.getLogger("harvester")
 
 # Waits while the API is unreachable back off like retries, up to this attempt's delay.
 OUTAGE_BACKOFF_STEPS = 16
+UNFINISHED: Literal["unfinished"] = "unfinished"  # exchange(): the window is not over yet
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """A request's last exchange: rows, a rejection, or the last failure once retries are
+    spent; ``reason`` says why it failed (empty for rows), ``quarantine`` its invalid bodies."""
+
+    outcome: Rows | Rejected | InvalidBody | ServerError | NoReply
+    attempts: int
+    quarantine: list[InvalidBody]
+    reason: str
 
 
 class JobFetcher:
@@ -90,7 +103,27 @@ class JobFetcher:
         self.outage: str | None = None
 
     async def fetch(self, job: Job) -> None:
-        """Send ``job`` until it is done or failed for good; return early on a stop request.
+        """Send ``job`` until it is done or failed for good, and record it; return early on a
+        stop request."""
+        final = await self.exchange(job)
+        if final == UNFINISHED:
+            self._unfinished(job)
+        if not isinstance(final, Final):
+            return
+        outcome, attempts, quarantine = final.outcome, final.attempts, final.quarantine
+        if isinstance(outcome, Rows):
+            self._record_quarantine(job, quarantine)
+            meta = self._meta(job, outcome.head.status, attempts - len(quarantine))
+            self.writer.record_done(job, outcome.rows.columns(), outcome.body, meta)
+            self.summary.done += 1
+            self.summary.rows += len(outcome.rows)
+            self.progress.job_finished(job, "done", len(outcome.rows))
+        else:
+            self._failed(job, final.reason, outcome, attempts, quarantine)
+
+    async def exchange(self, job: Job) -> Final | Literal["unfinished"] | None:
+        """Send ``job`` until it has a final outcome (rows, a rejection, retries spent), which
+        is returned unrecorded; ``UNFINISHED``: the window is not over; None: a stop request.
 
         The stop flag is checked before the gate is entered: once the gate grants a permit the
         request is sent (it is "on the wire" for the stop's grace), so the gate never has to
@@ -102,7 +135,7 @@ class JobFetcher:
         quarantine: list[InvalidBody] = []  # invalid bodies, recorded with the job's outcome
         while not self.stop.is_set():
             if self._not_over(job):
-                return
+                return UNFINISHED
             credentials = await self.client.authorize()
             if not isinstance(credentials, Credentials):
                 waits += 1
@@ -119,42 +152,33 @@ class JobFetcher:
                     continue
                 case Unauthorized():  # not counted by the server either
                     if self.stop.is_set():
-                        return
+                        return None
                     renewed = await self.client.renew(credentials)
                     if not isinstance(renewed, Credentials):
                         waits += 1
                         await self._not_sent(renewed, waits)
                     continue
                 case Unfinished():
-                    self._unfinished(job)
-                    return
+                    return UNFINISHED
             attempts += 1
             match outcome:
-                case Rows(rows=rows, body=body):
-                    self._record_quarantine(job, quarantine)
-                    meta = self._meta(job, outcome.head.status, attempts - len(quarantine))
-                    self.writer.record_done(job, rows.columns(), body, meta)
-                    self.summary.done += 1
-                    self.summary.rows += len(rows)
-                    self.progress.job_finished(job, "done", len(rows))
-                    return
+                case Rows():
+                    return Final(outcome, attempts, quarantine, "")
                 case Rejected(reason=reason):  # a retry gets the same answer
-                    self._failed(job, reason, outcome, attempts, quarantine)
-                    return
+                    return Final(outcome, attempts, quarantine, reason)
                 case InvalidBody(reason=reason):
                     self.summary.quarantined += 1
                     quarantine.append(outcome)
                 case ServerError(reason=reason) | NoReply(reason=reason):
                     pass
             if attempts >= self.retry.max_attempts:
-                reason = f"{reason} (after {attempts} attempts)"
-                self._failed(job, reason, outcome, attempts, quarantine)
-                return
+                return Final(outcome, attempts, quarantine, f"{reason} (after {attempts} attempts)")
             if self.stop.is_set():
-                return
+                return None
             self.summary.retries += 1
             log.debug("retrying %s after %s", job.path, reason)
             await self.clock.sleep(self.retry.delay(attempts, self.rng))
+        return None
 
     async def _send(self, job: Job, credentials: Credentials) -> Outcome:
         """One request of ``job`` through the storm breaker and the quota gate. A storm that
@@ -185,10 +209,7 @@ class JobFetcher:
     def _not_over(self, job: Job) -> bool:
         """A job whose window the server's day has not passed is not sent: its reply would
         only be recorded as unfinished."""
-        if self.client.server_today is None or job.window_end < self.client.server_today:
-            return False
-        self._unfinished(job)
-        return True
+        return self.client.server_today is not None and job.window_end >= self.client.server_today
 
     def _unfinished(self, job: Job) -> None:
         self.summary.unfinished += 1

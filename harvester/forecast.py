@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 from harvester.config import Config, QuotaConfig
+from harvester.economy import EconomyPolicy, expected_requests
 from harvester.jobs import Grain
-from harvester.plan import Cost, Plan, PlanCount, count, count_jobs
+from harvester.plan import (
+    Cost,
+    LedgerLookup,
+    Plan,
+    PlanCount,
+    count,
+    count_jobs,
+    economy_applies,
+)
 from harvester.store import open_index
+from harvester.store.provenance import history, load_economy
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,11 @@ class PlanForecast:
     # When a run started at the forecast's "now" would end; None past the calendar's end.
     finish_at: dt.datetime | None
     alternatives: tuple[Alternative, ...]
+    # requests expected with request economy (harvest.economy = "auto", daily windows), from
+    # each number's density in the store; equal to ``counts.to_fetch`` when it does not apply.
+    # ``cost`` and ``finish_at`` follow this count.
+    expected: int = 0
+    economy: bool = False
 
     @property
     def budget(self) -> int:
@@ -57,10 +73,35 @@ def forecast(
     counts = count(plan, index)
     q = config.quota
     budget = q.limit - q.reserve
-    cost = Cost.of(counts.to_fetch, budget, q.window_seconds)
+    economy = economy_applies(plan, config.harvest.economy)
+    pending = counts.to_fetch
+    expected = _expected(config, plan, index) if economy and pending else pending
+    cost = Cost.of(expected, budget, q.window_seconds)
     now = now or dt.datetime.now(dt.UTC).astimezone()
     alternatives = _alternatives(plan, budget, q.window_seconds)
-    return PlanForecast(plan, today, q, counts, cost, _finish_at(now, cost.seconds), alternatives)
+    finish = _finish_at(now, cost.seconds)
+    return PlanForecast(plan, today, q, counts, cost, finish, alternatives, expected, economy)
+
+
+def _expected(config: Config, plan: Plan, index: LedgerLookup) -> int:
+    """Requests the planner is expected to send for the plan's pending days, per phone at the
+    share of non-empty days the store has seen for it (unknown: every day busy)."""
+    known = history(config.store.path)
+    policy = EconomyPolicy(derive=load_economy(config.store.path).get("derive", True) is True)
+    days: dict[str, list[dt.date]] = {}
+    for job in plan.pending(index):
+        days.setdefault(job.phone, []).append(job.period)
+    total = 0.0
+    for phone, wanted in days.items():
+        sample = wanted[:ESTIMATE_SAMPLE_DAYS]
+        sent = expected_requests(sample, known.density.get(phone), policy=policy)
+        total += sent * len(wanted) / len(sample)
+    return math.ceil(total)
+
+
+# The planner is run on at most this many days of a phone and its count scaled: a year shows
+# the shapes ranges exploit (weeks, months), and keeps `plan` over decades of days quick.
+ESTIMATE_SAMPLE_DAYS = 366
 
 
 def _finish_at(now: dt.datetime, seconds: float) -> dt.datetime | None:

@@ -294,6 +294,13 @@ def _count_days(plan: Plan, index: CountingIndex) -> PlanCount | None:
     return PlanCount(total, done, failed, new + retry + late, late, retry)
 
 
+def economy_applies(plan: Plan, mode: str) -> bool:
+    """Whether a run of ``plan`` plans by range arithmetic (request economy): with
+    ``harvest.economy = "auto"`` and daily windows; weekly and monthly windows stay one request
+    per job, and so does ``--retry-failed`` (only the few failed jobs)."""
+    return mode == "auto" and plan.grain is Grain.DAY and not plan.only_failed
+
+
 def count_jobs(plan: Plan) -> int:
     """How many jobs a plan holds in all (for alternatives: no store involved)."""
     return sum(1 for _ in plan.jobs())

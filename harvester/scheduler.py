@@ -39,8 +39,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -48,11 +49,12 @@ from harvester.api.client import ApiClient
 from harvester.api.transport import open_session
 from harvester.clock import Clock, SystemClock
 from harvester.config import Config
+from harvester.economy_run import EconomyRun
 from harvester.errors import CredentialsError, QuotaStalled, StoreError, StoreWriteError
 from harvester.fetching import JobFetcher
 from harvester.gate import LastWindow, QuotaGate
 from harvester.jobs import Job
-from harvester.plan import LedgerLookup, Plan, count
+from harvester.plan import LedgerLookup, Plan, count, economy_applies
 from harvester.progress import NullProgress, ProgressSink
 from harvester.retrying import Backoff
 from harvester.store import Store, StoreWriter
@@ -232,16 +234,30 @@ class _Run:
             stop=self.stop,
             as_of=self.plan.today,
         )
-        jobs = self.plan.pending(self.index)  # one generator shared by the workers: streamed
-        workers = [
-            asyncio.create_task(self._worker(jobs, fetcher))
-            for _ in range(self.config.api.concurrency * WORKERS_PER_SLOT)
-        ]
+        if economy_applies(self.plan, self.config.harvest.economy):
+            economy = EconomyRun(
+                self.plan,
+                self.index,
+                self.store.path,
+                fetcher,
+                concurrency=self.config.api.concurrency,
+                stop=self.stop,
+                grace=STOP_GRACE_SECONDS,
+                on_recorded=self.flush_wanted.set,
+            )
+            workers = [asyncio.create_task(self._guarded(economy.run()))]
+            watched: list[asyncio.Task[None]] = []  # it gives requests on the wire their grace
+        else:
+            jobs = self.plan.pending(self.index)  # one generator shared by the workers: streamed
+            workers = watched = [
+                asyncio.create_task(self._guarded(self._worker(jobs, fetcher)))
+                for _ in range(self.config.api.concurrency * WORKERS_PER_SLOT)
+            ]
         helpers = [
             asyncio.create_task(self._flusher()),
             asyncio.create_task(self._ticker()),
         ]
-        watcher = asyncio.create_task(self._watch_stop(workers))
+        watcher = asyncio.create_task(self._watch_stop(watched))
         try:
             await asyncio.gather(*workers, return_exceptions=True)
         finally:
@@ -296,13 +312,17 @@ class _Run:
         self.stop.set()
 
     async def _worker(self, jobs: Iterator[Job], fetcher: JobFetcher) -> None:
+        for job in jobs:
+            if self.stop.is_set():
+                return
+            await fetcher.fetch(job)
+            if self.writer.flush_due():
+                self.flush_wanted.set()
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``, turning what ends a run into a clean stop (re-raised at the end)."""
         try:
-            for job in jobs:
-                if self.stop.is_set():
-                    return
-                await fetcher.fetch(job)
-                if self.writer.flush_due():
-                    self.flush_wanted.set()
+            await work
         except CredentialsError as exc:
             self.request_stop(exc)
         except QuotaStalled as exc:  # waiting longer is pointless: a clean stop, exit 1

@@ -25,9 +25,13 @@
 --                          ALL job of that window is held; expected is ALL's value, the bound).
 --                          A day still settling (late data) fetched for ALL and a number at
 --                          different times can break it too: re-fetching both settles it
+--   level 'ledger': one day request economy derived (harvest.economy, issue 14)
+--     ranges_add_up        a range reply = the sum of its days: a direct fetch of the day
+--                          disagreed with its derivation (identity holds the difference);
+--                          derivation was turned off for the store and the days re-fetched
 --
 -- Columns:
---   level         VARCHAR  'row' | 'application' | 'account'
+--   level         VARCHAR  'row' | 'application' | 'account' | 'ledger'
 --   rule          VARCHAR  the rule's name (above)
 --   identity      VARCHAR  the identity, in words (account rules name the counter)
 --   phone         VARCHAR  the number, or ALL
@@ -147,6 +151,15 @@ account_rules AS (
            all_value AS expected, numbers_value AS actual
     FROM pairs
     WHERE numbers_value > all_value
+),
+ledger_rules AS (
+    SELECT DISTINCT 'ranges_add_up' AS rule, 'range = sum of its days: ' || mismatch AS identity,
+           phone, window_start, window_end, CAST(NULL AS VARCHAR) AS application,
+           CAST(NULL AS VARCHAR) AS page, CAST(NULL AS VARCHAR) AS form,
+           CAST(NULL AS VARCHAR) AS item, CAST(NULL AS VARCHAR) AS kind,
+           CAST(NULL AS BIGINT) AS expected, CAST(NULL AS BIGINT) AS actual
+    FROM ledger_files
+    WHERE mismatch IS NOT NULL
 )
 SELECT level, rule, identity, phone, window_start, window_end, application, page, form, item,
        kind, CAST(expected AS BIGINT) AS expected, CAST(actual AS BIGINT) AS actual,
@@ -157,5 +170,7 @@ FROM (
     SELECT 'application', * FROM application_rules
     UNION ALL
     SELECT 'account', * FROM account_rules
+    UNION ALL
+    SELECT 'ledger', * FROM ledger_rules
 )
 ORDER BY window_start, phone, application, level, rule, page, form, item;

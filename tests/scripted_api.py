@@ -241,6 +241,7 @@ phones = {json.dumps(phones)}
 start = {start.isoformat()}
 end = {end.isoformat()}
 timezone = "UTC"
+economy = "off"  # one request per job: what these servers and counts assume
 
 [store]
 path = "store"

@@ -38,8 +38,12 @@ def write_config(
     extra: str = "",
     api_extra: str = "",
     name: str = "config.toml",
+    economy: str = "off",
 ) -> Path:
-    """A config file for ``sim`` with the preset temporary credentials (password via env)."""
+    """A config file for ``sim`` with the preset temporary credentials (password via env).
+
+    ``economy`` is ``off`` unless asked: most tests judge the requests of the day-by-day path;
+    tests/test_economy_e2e.py runs request economy (the product's default, ``auto``)."""
     login, _ = sim.credentials
     phones = list(phones if phones is not None else [*sim.settings.phones, "ALL"])
     end_toml = f'"{end}"' if isinstance(end, str) else end.isoformat()
@@ -64,6 +68,7 @@ end = {end_toml}
 window = "{window}"
 lookback_days = {lookback_days}
 timezone = "UTC"
+economy = "{economy}"
 
 [store]
 path = "store"

@@ -225,12 +225,13 @@ def test_a_plan_that_outlasts_the_calendar_says_so(tmp_path: Path) -> None:
     """At one request a day, a plan finishing after 9999-12-31 has no finish date to print
     (it was an OverflowError)."""
     from harvester.cli.render_plan import render_plan
-    from harvester.config import Config, QuotaConfig, StoreConfig
+    from harvester.config import Config, HarvestConfig, QuotaConfig, StoreConfig
     from harvester.forecast import forecast
 
     config = Config(
         quota=QuotaConfig(limit=1, window_seconds=86_400),
         store=StoreConfig(path=tmp_path / "store"),
+        harvest=HarvestConfig(economy="off"),  # one request per day, exactly
     )
     plan = pull_plan(("ALL",), D(2024, 1, 1), D(2024, 3, 31), Grain.DAY)
     late = dt.datetime(9999, 12, 1, tzinfo=dt.UTC)

@@ -36,7 +36,9 @@ def plan_data(f: PlanForecast) -> dict[str, Any]:
         "jobs_to_fetch": counts.to_fetch,
         "refetch": counts.refetch,
         "retry": counts.retry,
-        "requests": cost.requests,
+        "requests": counts.to_fetch,
+        "economy": f.economy,
+        "requests_expected": cost.requests,
         "quota_limit": q.limit,
         "quota_reserve": q.reserve,
         "window_seconds": q.window_seconds,
@@ -62,7 +64,7 @@ def plan_text(f: PlanForecast) -> str:
         f"plan: {plan.command} {where}, {len(plan.phones)} phone(s), {plan.grain.value} windows",
         f"  jobs:     {counts.total} total, {counts.done} done, {counts.failed} failed, "
         f"{counts.to_fetch} to fetch ({counts.refetch} re-fetch, {counts.retry} retry)",
-        f"  requests: {cost.requests} at {f.budget} per {format_duration(q.window_seconds)} "
+        f"  requests: {_requests(f)} at {f.budget} per {format_duration(q.window_seconds)} "
         f"(limit {q.limit}, reserve {q.reserve}): {cost.windows} quota window(s), "
         f"{_how_long(cost)}, "
         + (f"finishing about {finish.strftime('%Y-%m-%d %H:%M %Z')}" if finish else _NEVER),
@@ -74,6 +76,12 @@ def plan_text(f: PlanForecast) -> str:
                 f"    {alt.name:<22} {alt.cost.requests:>8} requests, {_how_long(alt.cost)}"
             )
     return "\n".join(lines)
+
+
+def _requests(f: PlanForecast) -> str:
+    if not f.economy:
+        return str(f.counts.to_fetch)
+    return f"about {f.cost.requests} with request economy ({f.counts.to_fetch} day by day)"
 
 
 def _how_long(cost: Cost) -> str:

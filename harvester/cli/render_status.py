@@ -19,6 +19,7 @@ from rich.table import Table
 
 from harvester.gaps import DateRange, status_with_gaps
 from harvester.store import StoreStatus
+from harvester.store.provenance import load_economy
 
 # Wide enough for the table's eight columns without wrapping in a cron mail.
 RENDER_WIDTH = 120
@@ -66,6 +67,12 @@ def _text(status: StoreStatus, failed: dict[str, list[DateRange]] | None) -> str
             f"needs verifying: {status.unreadable:,} files the tables name are missing or "
             "damaged: run `harvester verify --repair`"
         )
+    if status.provenance:
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in status.provenance.items())
+        console.print(f"days by provenance: {kinds}")
+    economy = load_economy(status.path)
+    if economy.get("derive") is False:
+        console.print(f"request economy: derivation off ({economy.get('mismatch', 'mismatch')})")
     if status.last_run is not None:
         run = status.last_run
         console.print(

@@ -146,6 +146,12 @@ def ledger_schema() -> pa.Schema:
             pa.field("request_path", pa.string(), nullable=False),
             pa.field("harvester_version", pa.string(), nullable=False),
             pa.field("recorded_at", utc_micros(), nullable=False),
+            # request economy (issue 14): how a day's rows are known: fetched, empty, derived
+            # or unchanged; the proof names fetched ranges ("R", "R - S"); mismatch: the
+            # difference a direct fetch found against a derivation (derivation turned off)
+            pa.field("provenance", pa.string()),
+            pa.field("proof", pa.string()),
+            pa.field("mismatch", pa.string()),
         ]
     )
 

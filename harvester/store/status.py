@@ -71,6 +71,8 @@ class StoreStatus:
     needs_compaction: bool = False
     # files the tables name that are missing or truncated: `harvester verify` says more
     unreadable: int = 0
+    # done jobs per provenance kind (request economy: fetched, empty, derived, unchanged)
+    provenance: dict[str, int] = field(default_factory=dict)
 
     @property
     def gap_days(self) -> int:
@@ -157,6 +159,7 @@ def store_status(
             for phone, start, end in con.execute(_GAPS, [short]).fetchall():
                 gaps.setdefault(phone, []).append((start, end))
         runs = con.execute(_LAST_RUN).fetchall()
+        kinds = con.execute(_PROVENANCE).fetchall()
     finally:
         con.close()
     phones = tuple(
@@ -186,7 +189,11 @@ def store_status(
         locked_by=read_lock(layout.lock_file),
         needs_compaction=needs_compaction,
         unreadable=unreadable,
+        provenance={str(kind): int(n) for kind, n in kinds},
     )
+
+
+_PROVENANCE = "SELECT provenance, count(*) FROM visible_records GROUP BY 1 ORDER BY 2 DESC"
 
 
 def _materialise(con: duckdb.DuckDBPyConnection, ledger: list[str]) -> None:
@@ -201,7 +208,7 @@ def _materialise(con: duckdb.DuckDBPyConnection, ledger: list[str]) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE l AS
         SELECT phone, period, seq, state, quarantined, rows, fetched_at, window_start,
-               window_end, run_id, recorded_at
+               window_end, run_id, recorded_at, coalesce(provenance, 'fetched') AS provenance
         FROM ({source})
         """
     )

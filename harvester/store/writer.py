@@ -80,6 +80,10 @@ class FetchMeta:
     # the run's "today" in the account's time zone (sync judges late data by it); default:
     # the UTC date of fetched_at
     as_of: dt.date | None = None
+    # request economy: the day's provenance in the ledger (None: fetched), as plain values
+    provenance: str | None = None
+    proof: str | None = None
+    mismatch: str | None = None
 
     def __post_init__(self) -> None:
         if self.fetched_at.tzinfo is None or self.fetched_at.utcoffset() is None:
@@ -108,7 +112,7 @@ class FlushResult:
 @dataclass(slots=True)
 class _Entry:
     job: Job
-    state: str  # "done" | "failed"
+    state: str  # "done" | "failed" | "raw" | "raw-invalid" (raw archive only)
     rows: StoredRows | None
     body: bytes | None
     meta: FetchMeta
@@ -174,9 +178,12 @@ class StoreWriter:
 
     # -- the loop thread's side --------------------------------------------------------------
 
-    def record_done(self, job: Job, rows: StoredRows, raw_body: bytes, meta: FetchMeta) -> None:
+    def record_done(
+        self, job: Job, rows: StoredRows, raw_body: bytes | None, meta: FetchMeta
+    ) -> None:
         """Buffer a job whose reply parsed into ``rows``: they replace any earlier fetch of the
-        job. ``rows`` holds the item columns (:data:`harvester.items.COLUMNS`) as an Arrow table
+        job (``raw_body`` None: its proof is archived already, see :meth:`record_raw`).
+        ``rows`` holds the item columns (:data:`harvester.items.COLUMNS`) as an Arrow table
         of :func:`~harvester.items.item_schema`, or as a mapping of column name to values, which
         is converted once per flush for the whole batch (~3x cheaper than a table per reply)."""
         if isinstance(rows, pa.Table):
@@ -211,6 +218,13 @@ class StoreWriter:
         if quarantine and raw_body is None:
             raise ValueError("a quarantined reply needs its raw body")
         self._add(_Entry(job, "failed", None, raw_body, meta, 0, reason, quarantine, rejected))
+
+    def record_raw(self, job: Job, raw_body: bytes, meta: FetchMeta, reason: str | None) -> None:
+        """Buffer a reply body for the raw archive only (a range reply of request economy,
+        ``job`` spanning its range): no ledger record, no rows. Recorded before the days it
+        proves, it is committed in the same flush as their records or an earlier one."""
+        state = "raw" if reason is None else "raw-invalid"
+        self._add(_Entry(job, state, None, raw_body, meta, 0, reason, reason is not None))
 
     def _add(self, entry: _Entry) -> None:
         entry.recorded_at = time.time_ns() // 1000
@@ -323,7 +337,7 @@ class StoreWriter:
             batch_id=batch,
             jobs=len(entries),
             done=done,
-            failed=len(entries) - done,
+            failed=sum(1 for e in entries if e.state == "failed"),
             rows=rows,
             files=commits + 1,
             seconds=time.perf_counter() - started,
@@ -406,7 +420,7 @@ def _raw_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "request_path": [e.meta.request_path for e in kept],
             "http_status": [e.meta.http_status for e in kept],
             "fetched_at": [micros(e.meta.fetched_at) for e in kept],
-            "valid": [e.state == "done" for e in kept],
+            "valid": [e.state in ("done", "raw") for e in kept],
             "quarantined": [e.quarantine for e in kept],
             "reason": [e.reason for e in kept],
             "body": [e.body for e in kept],
@@ -421,7 +435,8 @@ def _raw_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
 
 
 def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
-    """One record per entry, in recording order: a later record of the same job wins."""
+    """One record per job entry, in recording order: a later record of the same job wins."""
+    entries = [e for e in entries if e.state in ("done", "failed")]
     return pa.Table.from_pydict(
         {
             "phone": [e.job.phone for e in entries],
@@ -449,6 +464,9 @@ def _ledger_table(entries: list[_Entry], batch: int, run_id: str) -> pa.Table:
             "request_path": [e.meta.request_path for e in entries],
             "harvester_version": [e.meta.harvester_version for e in entries],
             "recorded_at": [e.recorded_at for e in entries],
+            "provenance": [e.meta.provenance for e in entries],
+            "proof": [e.meta.proof for e in entries],
+            "mismatch": [e.meta.mismatch for e in entries],
         },
         schema=s.ledger_schema(),
     )

@@ -256,13 +256,22 @@ def _stream(con: duckdb.DuckDBPyConnection, query: str) -> Any:
 
 
 def _cast(reader: Any, schema: Any) -> Any:
-    """The stream with the table's exact schema (DuckDB names types its own way)."""
+    """The stream with the table's exact schema (DuckDB names types its own way), columns taken
+    by name; a column the source lacks (a ledger written before the provenance columns, a store
+    of the older layout) is all nulls."""
     import pyarrow as pa
 
     def batches() -> Any:
         for batch in reader:
+            names = set(batch.schema.names)
             yield pa.RecordBatch.from_arrays(
-                [batch.column(i).cast(f.type) for i, f in enumerate(schema)], schema=schema
+                [
+                    batch.column(f.name).cast(f.type)
+                    if f.name in names
+                    else pa.nulls(batch.num_rows, f.type)
+                    for f in schema
+                ],
+                schema=schema,
             )
 
     return pa.RecordBatchReader.from_batches(schema, batches())

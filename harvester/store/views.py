@@ -269,6 +269,10 @@ def retry_read(query: Callable[[], T], attempts: int = READ_RETRY_ATTEMPTS) -> T
 
 
 def _vanished_file_wait(exc: Exception, attempt: int) -> float | None:
-    """A file a vacuum removed under a read (DuckDB's IOException) is worth a fresh file list
-    after a short pause; anything else is not retried."""
-    return READ_RETRY_DELAY_SECONDS * attempt if isinstance(exc, duckdb.IOException) else None
+    """A file a vacuum removed under a read (DuckDB's IOException), or a log entry a checkpoint's
+    clean-up removed while delta-rs listed the table (its DeltaError "File not found"), is worth
+    a fresh file list after a short pause; anything else is not retried."""
+    vanished = isinstance(exc, duckdb.IOException | FileNotFoundError) or (
+        type(exc).__name__ == "DeltaError" and "not found" in str(exc).lower()
+    )
+    return READ_RETRY_DELAY_SECONDS * attempt if vanished else None

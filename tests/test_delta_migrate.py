@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from harvester.analysis import connect
 
+from harvester.analysis import connect
 from harvester.store import Store
 from tests.support import run_cli
 

@@ -65,16 +65,19 @@ def data_table(done: Sequence[DoneEntry], schema: pa.Schema) -> pa.Table:
         if entry.rows is not None and not isinstance(entry.rows, pa.Table):
             for name, values in lists.items():
                 values.extend(entry.rows[name])
-    converted = pa.table(lists, schema=items)
-    parts: list[pa.Table] = []
-    start = 0
-    for entry in done:
-        if isinstance(entry.rows, pa.Table):
-            parts.append(entry.rows.select(list(COLUMNS)).cast(items))
-        else:
-            parts.append(converted.slice(start, entry.count))
-            start += entry.count
-    replies = pa.concat_tables(parts)
+    replies = pa.table(lists, schema=items)
+    if any(isinstance(entry.rows, pa.Table) for entry in done):
+        # mixed forms: interleave in ``done`` order (a slice per job; a pull passes mappings
+        # only and skips this, which was a third of a flush's conversion)
+        parts: list[pa.Table] = []
+        start = 0
+        for entry in done:
+            if isinstance(entry.rows, pa.Table):
+                parts.append(entry.rows.select(list(COLUMNS)).cast(items))
+            else:
+                parts.append(replies.slice(start, entry.count))
+                start += entry.count
+        replies = pa.concat_tables(parts)
     job_of_row: list[int] = []
     for position, entry in enumerate(done):
         job_of_row.extend([position] * entry.count)

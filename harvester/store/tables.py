@@ -48,17 +48,26 @@ VACUUM_RETENTION_HOURS = 0
 # cleanly on a full disk, but its I/O threads print panics to stderr on the way.
 SPACE_MARGIN_BYTES = 64 * 1024
 # Table properties: no log older than the newest checkpoint is kept (the files of older versions
-# are vacuumed at once, so their log entries could only mislead a time-travel query); checkpoints
-# every 100 commits (Delta's default) keep a reader's log replay short. Without this a store's
-# logs grew by ~30 MB over 1,100 flushes, a quarter of its size.
+# are vacuumed at once, so their log entries could only mislead a time-travel query). Without this
+# a store's logs grew by ~30 MB over 1,100 flushes, a quarter of its size. A checkpoint every 10
+# commits, not Delta's default 100: every commit through delta-rs 1.6 replays the log since the
+# last checkpoint, so a commit's CPU grew from ~9 to ~35 ms over 100 flushes; a checkpoint of a
+# table of ~600 files costs ~10 ms (docs/benchmarks.md, "Pipeline").
 TABLE_CONFIGURATION = {
     "delta.logRetentionDuration": "interval 0 hours",
     "delta.enableExpiredLogCleanup": "true",
-    "delta.checkpointInterval": "100",
+    "delta.checkpointInterval": "10",
 }
 # Tries of one commit that lost the race to another writer's (object storage, where no lock
 # spans machines): each try re-reads the new version first, and a writer rarely loses twice.
 COMMIT_ATTEMPTS = 5
+# delta-rs's own allocator (jemalloc, read once when the library loads): give freed pages back at
+# once instead of keeping them for 10 s. With the default, a pull's heap grew by ~0.5 MB a flush
+# (90 -> 190 MB of anonymous memory over 200 flushes) and a compaction's by ~35 MB. Set before
+# deltalake is first imported (only this module imports it); a value in the environment wins.
+JEMALLOC_ENV = "_RJEM_MALLOC_CONF"
+JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+os.environ.setdefault(JEMALLOC_ENV, JEMALLOC_CONF)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,13 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -24,6 +26,7 @@ from harvester.items import ItemRows as ParsedReply
 from harvester.items import item_schema
 from harvester.jobs import Grain, Job, period_end, period_start
 from harvester.store import FetchMeta, Store, base_views_sql, connect_base
+from harvester.store import tables as tables_module
 from harvester.store.tables import Tables
 from tests.s3_server import backend, s3_env, s3_server
 
@@ -516,6 +519,70 @@ def test_files_that_are_not_part_of_the_tables_change_nothing(tmp_path: Path) ->
     write(store, [(jobs[0], 2, 2)])  # a run that removes a file, then vacuums
     store.compact()
     assert all(stray.exists() for stray in strays)
+    assert len(flow(store.path)) == 6
+
+
+def _data_objects(store: Store) -> tuple[pafs.FileSystem, list[str]]:
+    """A filesystem on the data table's folder (local or the loopback object store) and every
+    Parquet file in it."""
+    url = store._layout.url
+    if url is None:
+        filesystem: pafs.FileSystem = pafs.LocalFileSystem()
+        base = str(store.path / "data")
+    else:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        filesystem = pafs.S3FileSystem(
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            region=os.environ["AWS_REGION"],
+            endpoint_override=endpoint.split("://", 1)[1],
+            scheme="http",
+        )
+        base = url.removeprefix("s3://").rstrip("/") + "/data"
+    selector = pafs.FileSelector(base, recursive=True)
+    paths = [
+        info.path
+        for info in filesystem.get_file_info(selector)
+        if info.path.endswith(".parquet") and "_delta_log" not in info.path
+    ]
+    return filesystem, sorted(paths)
+
+
+@pytest.mark.parametrize("age_limit", [False, True])
+def test_files_a_killed_writer_never_committed_are_deleted_by_the_next_lock(
+    tmp_path: Path, backend: str | None, age_limit: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 between a flush's files and its commit leaves files no version names: the next
+    holder of the lock deletes them, so a plain Parquet reader of the folder stays exact; a
+    user's copy is never touched. On object storage (no lock spans machines) only files older
+    than a flush could take are deleted: a young one may be another writer's commit in the
+    making."""
+    if age_limit and backend is None:
+        pytest.skip("on local disk the lock excludes every other writer: no age limit")
+    if not age_limit:
+        monkeypatch.setattr(tables_module, "UNCOMMITTED_AGE_OBJECT_STORE_SECONDS", -1.0)
+    store = new_store(tmp_path, url=backend)
+    jobs = [day_job("111", D0 + dt.timedelta(days=d)) for d in range(3)]
+    write(store, [(job, 1, 2) for job in jobs])
+    filesystem, committed = _data_objects(store)
+    part = committed[0]
+    folder = part.rsplit("/", 1)[0]
+    uncommitted = f"{folder}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+    copy = part.removesuffix(".parquet") + " (copy).parquet"
+    for target in (uncommitted, copy):
+        filesystem.copy_file(part, target)
+    with store.lock("next-run"):
+        pass
+    left = _data_objects(store)[1]
+    if age_limit:
+        assert left == sorted([*committed, uncommitted, copy])
+        return
+    assert left == sorted([*committed, copy])
+    if backend is None:  # a plain reader of the folder (a copy's name is no part file's)
+        plain = duckdb.sql(
+            f"SELECT count(*) FROM read_parquet('{store.path}/data/month=*/part-*0.zstd.parquet')"
+        ).fetchall()
+        assert plain == [(6,)]
     assert len(flow(store.path)) == 6
 
 

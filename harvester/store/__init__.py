@@ -262,6 +262,7 @@ class Store:
                         "the last run stopped between storing a batch's records and its rows; "
                         "those jobs will be fetched again"
                     )
+                self._sweep_uncommitted()
                 yield holder
             finally:
                 try:
@@ -271,15 +272,28 @@ class Store:
                     self._lock_depth, self._run_id, self._index = 0, None, None
 
     def _vacuum(self) -> None:
-        """Delete the files this lock's commits removed; a failure only postpones it."""
+        """Delete the files this lock's commits removed, and any a failed write of it left
+        uncommitted; a failure only postpones it."""
         from harvester.store.tables import write_errors
 
         with self._write_mutex:
             for kind in s.KINDS:
                 try:
                     self._tables.vacuum(kind)
+                    self._tables.sweep_uncommitted(kind)
                 except write_errors() as exc:
                     log.warning("could not vacuum the %s table (next run will): %s", kind, exc)
+
+    def _sweep_uncommitted(self) -> None:
+        """Delete the files a killed writer wrote but never committed (no version names them,
+        yet a plain Parquet reader of the folder would count them); a failure only postpones."""
+        from harvester.store.tables import write_errors
+
+        for kind in s.KINDS:
+            try:
+                self._tables.sweep_uncommitted(kind)
+            except (StoreError, *write_errors()) as exc:
+                log.warning("could not clear the %s table's unfinished writes: %s", kind, exc)
 
     def _mark_committed(self) -> None:
         self._committed = True

@@ -18,6 +18,8 @@ import contextlib
 import errno
 import logging
 import os
+import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,19 @@ APP_ID = "harvester"
 # file just before a vacuum removed it fails with a vanished file; the harvester's readers retry
 # with the new version's list (views.retry_read), as they did around compaction before.
 VACUUM_RETENTION_HOURS = 0
+# A file a writer of the table makes is named ``part-00000-<uuid>-c000.zstd.parquet`` (delta-rs's
+# naming); only a file so named that no version names can be a writer's uncommitted output. A
+# copy a sync client or a restore leaves (``... (copy).parquet``) never matches: it is a stray,
+# for ``harvester verify`` to list, never deleted.
+WRITER_FILE = re.compile(
+    r"part-[0-9]{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-c[0-9]{3}"
+    r"\.[a-z0-9]+\.parquet"
+)
+# On object storage no lock spans machines: another machine's writer may have written the files
+# of a commit it has not made yet. Its files wait seconds for their commit; an hour is beyond any
+# flush or compaction (delta-rs's own default retention is a week). On local disk the store's
+# lock excludes every other writer, so a file no version names is a dead writer's, whatever age.
+UNCOMMITTED_AGE_OBJECT_STORE_SECONDS = 3600.0
 # Room a commit needs beyond its rows: the log entry, a checkpoint every 100 commits, Parquet
 # footers. A write is refused (ENOSPC) before delta-rs starts it when the disk has less free
 # than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
@@ -392,6 +407,37 @@ class Tables:
             commit_properties=_commit(None, "vacuum"),
         )
         return len(removed)
+
+    def sweep_uncommitted(self, kind: str) -> int:
+        """Delete the files a writer wrote but never committed (kill -9 between its files and
+        its commit); returns how many. Only under the store's lock, with no write in flight.
+
+        No version of the table ever named them, so no reader can be reading them; left alone,
+        a plain Parquet reader of the folder would count their rows as well.
+        """
+        table = self.open(kind)
+        if table is None:
+            return 0
+        unnamed = table.vacuum(
+            retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True
+        )
+        candidates = [path for path in unnamed if WRITER_FILE.fullmatch(path.rsplit("/", 1)[-1])]
+        if not candidates:
+            return 0
+        filesystem = table.to_pyarrow_dataset().filesystem
+        cutoff = time.time()
+        if self.layout.url is not None:
+            cutoff -= UNCOMMITTED_AGE_OBJECT_STORE_SECONDS
+        removed = 0
+        for info in filesystem.get_file_info(candidates):
+            if info.mtime is not None and info.mtime.timestamp() > cutoff:
+                continue  # object storage: possibly another writer's commit in the making
+            with contextlib.suppress(FileNotFoundError):
+                filesystem.delete_file(info.path)
+                removed += 1
+        if removed:
+            log.info("deleted %d uncommitted file(s) a stopped writer left in %s", removed, kind)
+        return removed
 
     def tidy_log(self, kind: str) -> None:
         """Write a checkpoint of the current version and delete the log entries before it."""

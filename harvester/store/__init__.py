@@ -289,10 +289,11 @@ class Store:
         yet a plain Parquet reader of the folder would count them); a failure only postpones."""
         from harvester.store.tables import write_errors
 
+        failures: tuple[type[BaseException], ...] = (StoreError, *write_errors())
         for kind in s.KINDS:
             try:
                 self._tables.sweep_uncommitted(kind)
-            except (StoreError, *write_errors()) as exc:
+            except failures as exc:
                 log.warning("could not clear the %s table's unfinished writes: %s", kind, exc)
 
     def _mark_committed(self) -> None:

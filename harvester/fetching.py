@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -85,6 +86,7 @@ class JobFetcher:
         retry: RetryPolicy,
         stop: asyncio.Event,
         as_of: dt.date | None,
+        room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -96,6 +98,7 @@ class JobFetcher:
         self.retry = retry
         self.stop = stop
         self.as_of = as_of
+        self.room = room  # waits while the writer holds more than it should (backpressure)
         self.storm = StormBreaker(retry.storm, clock)
         self.rng = random.Random()
         self.sending: set[asyncio.Task[None]] = set()
@@ -131,6 +134,8 @@ class JobFetcher:
         A count changes only for what happened: ``attempts`` for exchanges that reached the
         server and count against the job, ``waits`` for exchanges that never left.
         """
+        if self.room is not None:
+            await self.room()
         attempts = waits = 0
         quarantine: list[InvalidBody] = []  # invalid bodies, recorded with the job's outcome
         while not self.stop.is_set():

@@ -197,6 +197,7 @@ class _Run:
             flush_seconds=config.store.flush_seconds,
         )
         self.flush_wanted = asyncio.Event()
+        self.flushed = asyncio.Event()  # set after each flush (and when the flusher ends)
         self.flush_lock = asyncio.Lock()
         self.fatal: CredentialsError | None = None
         self.stalled: QuotaStalled | None = None  # the gate gave up on a server refusing all
@@ -233,6 +234,7 @@ class _Run:
             retry=self.retry,
             stop=self.stop,
             as_of=self.plan.today,
+            room=self._room,
         )
         if economy_applies(self.plan, self.config.harvest.economy):
             economy = EconomyRun(
@@ -336,8 +338,23 @@ class _Run:
                 self.error = exc
             self.stop.set()
 
+    async def _room(self) -> None:
+        """Backpressure: no new request while a whole batch waits behind the flush being
+        written. What a kill -9 can lose (and what the buffer holds in memory) stays within
+        the flush on disk, one batch and the requests in flight, however slow the disk."""
+        while self.writer.pending >= self.config.store.flush_jobs and not self.stop.is_set():
+            self.flushed.clear()
+            self.flush_wanted.set()
+            await self.flushed.wait()
+
     async def _flusher(self) -> None:
         """Flush in a worker thread when a batch is full or ``flush_seconds`` have passed."""
+        try:
+            await self._flush_forever()
+        finally:
+            self.flushed.set()  # nobody waits for a flusher that is gone
+
+    async def _flush_forever(self) -> None:
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
             # arrives as the event is set, and the run would wait for this task forever.
@@ -353,6 +370,7 @@ class _Run:
                     self.error = exc
                 self.stop.set()
                 return
+            self.flushed.set()
 
     async def _ticker(self) -> None:
         while True:

@@ -15,6 +15,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ from harvester.jobs import Job
 from harvester.plan import PlanCount, pull_plan
 from harvester.scheduler import RetryPolicy, RunSummary, harvest
 from harvester.simulator import SimulatorServer
+from harvester.store import StoreWriter
 from tests.conftest import MakeSimulator
 from tests.support import (
     PASSWORD_ENV,
@@ -578,3 +580,43 @@ def test_the_servers_window_length_wins_over_the_configured_one(
     assert "quota windows are" in result.stderr and "following the server" in result.stderr
     assert sim.log.count(status=200) == 24
     assert_store_matches_truth(tmp_path / "store", sim, phones, START, _end(12))
+
+
+def test_a_slow_flush_holds_back_new_requests(
+    tmp_path: Path, make_simulator: MakeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backpressure: while a flush is stuck on a slow disk, no more than one more batch (plus
+    what the workers already hold) is fetched, so a kill -9 at that moment loses a bounded
+    number of replies and the buffer's memory stays bounded; once the disk catches up the run
+    finishes with every job stored."""
+    sim = make_simulator(today=TODAY, limit=100_000)
+    flush_jobs, concurrency = 4, 2
+    config = _config(
+        tmp_path,
+        sim,
+        phones=["ALL"],
+        start=START,
+        end=_end(30),
+        concurrency=concurrency,
+        flush_jobs=flush_jobs,
+        flush_seconds=30,
+    )
+    disk_slow, disk_back = threading.Event(), threading.Event()
+    real_flush = StoreWriter.flush
+    sent_while_stuck: list[int] = []
+
+    def slow_first_flush(writer: StoreWriter) -> Any:
+        if not disk_slow.is_set():
+            disk_slow.set()
+            sent = len(_data_paths(sim))
+            time.sleep(1.0)  # far longer than the 30 replies take on loopback
+            sent_while_stuck.append(len(_data_paths(sim)) - sent)
+            disk_back.set()
+        return real_flush(writer)
+
+    monkeypatch.setattr(StoreWriter, "flush", slow_first_flush)
+    summary = _run(config, days=30)
+    assert disk_back.is_set() and summary.done == 30 and not summary.failed
+    workers = concurrency * scheduler.WORKERS_PER_SLOT
+    assert sent_while_stuck[0] <= flush_jobs + workers, sent_while_stuck
+    assert _assert_done_jobs_match_truth(tmp_path / "store", sim) == 30

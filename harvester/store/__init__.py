@@ -41,7 +41,7 @@ from harvester.store.format import (
     write_store_file,
 )
 from harvester.store.ledger import JobIndex, JobState, load_index
-from harvester.store.lock import LockHolder, hold_lock
+from harvester.store.lock import LockHolder, adopt_lock, held_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
 from harvester.store.tables import FileInfo, Tables
 from harvester.store.verify import check_files, quick_problems, reading
@@ -124,6 +124,7 @@ class Store:
         self._batch_mutex = threading.Lock()
         self._next_batch: int | None = None
         self._lock_depth = 0
+        self._lock_fd: int | None = None  # the lock file's descriptor while this object holds it
         self._run_id: str | None = None
         self._committed = False  # a commit since the lock was taken: vacuum on release
         self._index: JobIndex | None = None  # loaded under the lock, until the next commit
@@ -247,7 +248,8 @@ class Store:
         self._layout.root.mkdir(parents=True, exist_ok=True)  # an object store's companion
         from harvester.store.writer import repair
 
-        with hold_lock(self._layout.lock_file, run_id) as holder:
+        with held_lock(self._layout.lock_file, run_id) as held:
+            holder, self._lock_fd = held.holder, held.fd
             self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
             self._committed, self._index = False, None
             self._tables.forget()
@@ -270,6 +272,20 @@ class Store:
                         self._vacuum()
                 finally:
                     self._lock_depth, self._run_id, self._index = 0, None, None
+                    self._lock_fd = None
+
+    @contextlib.contextmanager
+    def adopted_lock(self, fd: int, run_id: str) -> Iterator[None]:
+        """Act under the lock another process holds and handed to this one as ``fd`` (a
+        compaction child, see :mod:`harvester.store.compact_child`); StoreError if ``fd`` does
+        not hold it. Nothing is repaired, vacuumed or released here: the holder does that."""
+        adopt_lock(self._layout.lock_file, fd)
+        self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
+        self._tables.forget()
+        try:
+            yield
+        finally:
+            self._lock_depth, self._run_id, self._index = 0, None, None
 
     def _vacuum(self) -> None:
         """Delete the files this lock's commits removed, and any a failed write of it left
@@ -345,6 +361,31 @@ class Store:
                 result = compact_store(self._tables, self._allocate_batch())
             self._committed, self._index = False, None  # compact_store vacuumed already
             return result
+
+    def compact_in_child(self) -> CompactionResult:
+        """:meth:`compact` in a child process that shares this object's lock, so that the
+        compaction's memory is the child's, not the caller's (a pull compacting at its end).
+        Blocking; StoreError if the child fails or is killed (the store stays consistent: each
+        step of a compaction is one commit). See :mod:`harvester.store.compact_child`."""
+        from harvester.store.compact_child import compact_in_child
+
+        self._require_lock("compact")
+        assert self._lock_fd is not None and self._run_id is not None
+        with self._write_mutex:
+            done = False
+            try:
+                result = compact_in_child(
+                    self._layout.name, self._layout.storage_options, self._lock_fd, self._run_id
+                )
+                done = True
+                return result
+            finally:
+                # the child committed: this object's open tables and batch ids are stale (a vacuum
+                # through a stale table would delete the child's new files)
+                self._tables.forget()
+                self._next_batch, self._index = None, None
+                # the child vacuumed after its last commit; if it did not finish, release does
+                self._committed = not done
 
     def needs_compaction(self) -> bool:
         """Whether enough small files piled up for :meth:`compact` to pay off."""

@@ -50,17 +50,51 @@ class LockHolder:
         return f"pid {self.pid} on {self.host} since {self.since} (run {self.run_id})"
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    """The lock as its holder has it: who, and the descriptor of the open file that holds the
+    flock. A child process given ``fd`` (``pass_fds``) holds the lock too: the kernel releases
+    a flock when the last descriptor of its open file is closed, so the lock outlives whichever
+    of the two processes dies first (see :func:`adopt_lock`)."""
+
+    holder: LockHolder
+    fd: int
+
+
 @contextlib.contextmanager
 def hold_lock(path: Path, run_id: str) -> Iterator[LockHolder]:
     """Hold the store's lock for the ``with`` block; StoreLockedError if another process has it."""
+    with held_lock(path, run_id) as held:
+        yield held.holder
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, run_id: str) -> Iterator[HeldLock]:
+    """:func:`hold_lock`, with the descriptor a child process may share it through."""
     fd, me = _acquire(path, run_id)
     try:
-        yield me
+        yield HeldLock(me, fd)
     finally:
         # Unlink before close: a waiter that opened this inode fails the inode check and retries.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+
+
+def adopt_lock(path: Path, fd: int) -> None:
+    """Check that ``fd``, inherited from the process holding the lock on ``path``, holds it.
+
+    A flock taken again through the open file that holds it succeeds at once; through any other
+    open file it would fail. And the path must still name that file: a lock file unlinked by a
+    release is no lock. StoreError otherwise; nothing is changed either way (never unlock: the
+    lock is the parent's).
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        raise StoreError(f"the store {path.parent} lock was not handed over ({exc})") from None
+    if not _same_inode(path, fd):
+        raise StoreError(f"the store {path.parent} lock was released before it was handed over")
 
 
 def _acquire(path: Path, run_id: str) -> tuple[int, LockHolder]:

@@ -150,6 +150,7 @@ def _run(
 ) -> None:
     import asyncio
 
+    from harvester import runtime
     from harvester.cli.progress import make_progress
     from harvester.scheduler import harvest
 
@@ -175,7 +176,7 @@ def _run(
             loop.add_signal_handler(sig, stop.set)
         return await harvest(args.config, plan, progress=progress, stop=stop)
 
-    summary = asyncio.run(main())
+    summary = runtime.run(main())
     try:
         _report(summary, as_json)
         sys.stdout.flush()

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 
 
 class SlidingLog:
-    """End times (local monotonic) of answered or abandoned requests, sorted."""
+    """End times (local monotonic) of answered or abandoned requests, sorted.
+
+    Every reply adds one, kept for a window: with the quota lifted a window's log holds
+    hundreds of thousands, so they are 8-byte doubles in an array, not 32-byte float objects
+    in a list (3.2 MB per 100,000 replies)."""
 
     __slots__ = ("_done",)
 
     def __init__(self) -> None:
-        self._done: list[float] = []
+        self._done = array("d")
 
     def add(self, done_at: float) -> None:
         bisect.insort(self._done, done_at)

@@ -22,9 +22,12 @@ files piled up, i.e. from ~32,000 jobs on):
 
 - ``jobs/s``: jobs done / the pull process's wall time (``run jobs/s``: over the run loop only,
   ``elapsed_seconds`` of the JSON summary: without start-up and final compaction);
-- ``CPU ms/job``: the pull process's user + system CPU (``wait4`` rusage) / jobs;
-- ``peak RSS``: the pull process's ``ru_maxrss`` (its high-water mark, ``VmHWM``); the whole
-  timeline, polled from ``/proc/<pid>/status`` every 0.25 s, is left in ``rss.tsv`` by the store;
+- ``CPU ms/job``: the pull process's user + system CPU (``wait4`` rusage: its compaction child
+  included) / jobs;
+- ``peak RSS``: the pull process's own high-water mark (``VmHWM`` in ``/proc/<pid>/status``,
+  polled every 0.25 s until it exits; the whole ``VmRSS`` timeline is left in ``rss.tsv`` by the
+  store); ``child MB``: the same of the compaction child a pull starts at its end (0: none);
+  ``tree MB``: ``wait4``'s ``ru_maxrss``, the largest of the two;
 - ``sim CPU``: the simulator process's CPU over the same wall time, as a share of one core;
   ``machine busy``: both cores' busy share from ``/proc/stat``; ``other load``: cores busy with
   neither process (this machine is shared: read the figures of a run with little of it). The
@@ -95,7 +98,9 @@ class Result:
     run_jobs_per_second: float
     cpu_seconds: float
     cpu_ms_per_job: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the pull process's own (VmHWM)
+    child_peak_rss_mb: float  # its compaction child's (VmHWM), 0 if none ran
+    tree_peak_rss_mb: float  # wait4's ru_maxrss: the largest of the process and its children
     sim_cpu_share: float  # of one core, over the pull's wall time
     machine_busy: float  # of all cores
     other_cores: float  # cores busy with neither process (other load on the machine)
@@ -194,7 +199,8 @@ def run_one(jobs: int, work: Path, run: Settings, profile: Path | None = None) -
             proc = subprocess.Popen(
                 pull_command(config, today, profile), stdout=out, stderr=err, env=env, cwd=folder
             )
-            rss = _poll_rss(proc.pid, started, folder / "rss.tsv")
+            peaks: dict[str, float] = {"pull": 0.0, "child": 0.0}
+            rss = _poll_rss(proc.pid, started, folder / "rss.tsv", peaks)
             # wait4, not Popen.wait: it returns this one child's rusage (CPU, ru_maxrss)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = code = os.waitstatus_to_exitcode(status)
@@ -224,7 +230,9 @@ def run_one(jobs: int, work: Path, run: Settings, profile: Path | None = None) -
         run_jobs_per_second=done / run_seconds if run_seconds else 0.0,
         cpu_seconds=cpu,
         cpu_ms_per_job=1000 * cpu / max(1, done),
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=peaks["pull"] or usage.ru_maxrss / 1024,
+        child_peak_rss_mb=peaks["child"],
+        tree_peak_rss_mb=usage.ru_maxrss / 1024,
         sim_cpu_share=sim_seconds / wall,
         machine_busy=busy_ticks / max(1, machine_after[1] - machine_before[1]),
         other_cores=max(0.0, (busy_ticks / tick - cpu - sim_seconds) / wall),
@@ -233,21 +241,45 @@ def run_one(jobs: int, work: Path, run: Settings, profile: Path | None = None) -
     )
 
 
-def _poll_rss(pid: int, started: float, out: Path) -> threading.Thread:
-    """Record the pull's resident set every RSS_POLL_SECONDS (where in the run memory peaks)."""
+def _status_mb(pid: int) -> dict[str, float] | None:
+    """``VmRSS`` and ``VmHWM`` of a live process in MB; None once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # a zombie: exited, not yet reaped
+        return None
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM")}
+
+
+def _children(pid: int) -> list[int]:
+    """The process's children, whichever of its threads started them."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _poll_rss(pid: int, started: float, out: Path, peaks: dict[str, float]) -> threading.Thread:
+    """Record the pull's resident set every RSS_POLL_SECONDS (where in the run memory peaks),
+    and the high-water marks of the pull and of its children (the compaction) in ``peaks``."""
 
     def poll() -> None:
         with open(out, "w") as sink:
             while True:
-                try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
+                own = _status_mb(pid)
+                if own is None:
                     return
-                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-                if "VmRSS" not in fields:  # a zombie: exited, not yet reaped
-                    return
-                rss_kb = int(fields["VmRSS"].split()[0])
-                sink.write(f"{time.perf_counter() - started:.2f}\t{rss_kb / 1024:.1f}\n")
+                peaks["pull"] = max(peaks["pull"], own["VmHWM"])
+                for child in _children(pid):
+                    mb = _status_mb(child)
+                    if mb is not None:
+                        peaks["child"] = max(peaks["child"], mb["VmHWM"])
+                sink.write(f"{time.perf_counter() - started:.2f}\t{own['VmRSS']:.1f}\n")
                 time.sleep(RSS_POLL_SECONDS)
 
     thread = threading.Thread(target=poll, daemon=True)
@@ -270,14 +302,16 @@ def _folder_bytes(folder: Path) -> int:
 def table(results: list[Result]) -> str:
     lines = [
         "| jobs | rows | compaction | wall s | jobs/s | run jobs/s | CPU ms/job | peak RSS MB "
-        "| sim CPU (1 core) | machine busy | other load | store MB |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| child MB | tree MB | sim CPU (1 core) | machine busy | other load | store MB |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r.done:,} | {r.rows:,} | {'on' if r.compacted else 'off'} "
             f"| {r.wall_seconds:.1f} | {r.jobs_per_second:,.0f} | {r.run_jobs_per_second:,.0f} "
-            f"| {r.cpu_ms_per_job:.2f} | {r.peak_rss_mb:.0f} | {r.sim_cpu_share:.0%} "
+            f"| {r.cpu_ms_per_job:.2f} | {r.peak_rss_mb:.0f} | {r.child_peak_rss_mb:.0f} "
+            f"| {r.tree_peak_rss_mb:.0f} | {r.sim_cpu_share:.0%} "
             f"| {r.machine_busy:.0%} | {r.other_cores:.2f} cores | {r.store_mb:.1f} |"
         )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The process settings of a pull or sync: uvloop's event loop when installed, malloc's arenas.
+"""The event loop of a pull or sync: uvloop's when installed, asyncio's otherwise.
 
 The CLI runs every pull and sync through :func:`harvester.runtime.run` (the end-to-end tests run
 the real CLI in subprocesses); here, what that loop must give the scheduler: the injectable
@@ -56,13 +56,3 @@ def test_the_loop_serves_the_clock_threads_and_stop_signals() -> None:
 
     slept, in_thread, stopped = runtime.run(main())
     assert 0.04 <= slept < 2 and in_thread == 42 and stopped
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_malloc_arenas_are_capped_unless_the_environment_says(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert runtime.limit_malloc_arenas() is True  # glibc: mallopt accepted it
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert runtime.limit_malloc_arenas() is False  # read by glibc at start-up: left alone

@@ -105,33 +105,37 @@ def test_the_child_refuses_a_descriptor_that_does_not_hold_the_lock(tmp_path: Pa
     assert store.needs_compaction() or file_counts(store.path)["data"] > 1  # nothing compacted
 
 
+def _commits(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.glob("*/_delta_log/*.json")}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds children in /proc")
-@pytest.mark.parametrize("delay", [0.0, 0.6, 1.2, 1.8])
+@pytest.mark.parametrize("after_commits", [0, 1, 3, 6, 9])  # a compaction here makes 11
 def test_a_child_killed_at_any_moment_leaves_the_store_consistent(
-    tmp_path: Path, delay: float
+    tmp_path: Path, after_commits: int
 ) -> None:
     store = _fill(tmp_path / "store")
     before = query(store.path, SNAPSHOT)
+    initial = _commits(store.path)
     killed: list[int] = []
 
     def kill_child() -> None:
-        deadline = time.monotonic() + 30
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            for pid in _children_running(CHILD_MODULE):
-                time.sleep(delay)
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            time.sleep(0.01)
+            seen |= _commits(store.path) - initial  # compaction deletes old entries at its end
+            children = _children_running(CHILD_MODULE)
+            if children and len(seen) >= after_commits:
+                os.kill(children[0], signal.SIGKILL)
+                killed.append(children[0])
+            time.sleep(0.002)
 
     killer = threading.Thread(target=kill_child)
     killer.start()
     try:
-        with store.lock("pull"):
-            try:
-                store.compact_in_child()
-            except StoreError as exc:
-                assert "stopped by signal 9" in str(exc)
+        with store.lock("pull"), pytest.raises(StoreError, match="stopped by signal 9"):
+            store.compact_in_child()
     finally:
         killer.join()
     assert killed
@@ -211,3 +215,16 @@ def test_a_pull_compacts_at_its_end_in_a_child(
     assert len(data_files) == len({p.parent for p in data_files})  # one per partition
     assert_store_matches_truth(store, simulator, phones, start, end)
     assert not (store / "harvester.lock").exists()
+
+
+def test_without_a_child_process_the_pull_compacts_in_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _fill(tmp_path / "store")
+    before = query(store.path, SNAPSHOT)
+    monkeypatch.setattr(sys, "executable", "")  # an embedded interpreter: nothing to start
+    with caplog.at_level(logging.WARNING, logger="harvester"), store.lock("pull"):
+        result = store.compact_in_child()
+    assert result.batch_id is not None and not store.needs_compaction()
+    assert query(store.path, SNAPSHOT) == before
+    assert any("compacting in this process" in r.message for r in caplog.records)

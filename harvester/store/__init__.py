@@ -367,25 +367,29 @@ class Store:
         compaction's memory is the child's, not the caller's (a pull compacting at its end).
         Blocking; StoreError if the child fails or is killed (the store stays consistent: each
         step of a compaction is one commit). See :mod:`harvester.store.compact_child`."""
-        from harvester.store.compact_child import compact_in_child
+        from harvester.store.compact_child import ChildNotStarted, compact_in_child
 
         self._require_lock("compact")
         assert self._lock_fd is not None and self._run_id is not None
-        with self._write_mutex:
-            done = False
-            try:
-                result = compact_in_child(
-                    self._layout.name, self._layout.storage_options, self._lock_fd, self._run_id
-                )
-                done = True
-                return result
-            finally:
-                # the child committed: this object's open tables and batch ids are stale (a vacuum
-                # through a stale table would delete the child's new files)
-                self._tables.forget()
-                self._next_batch, self._index = None, None
-                # the child vacuumed after its last commit; if it did not finish, release does
-                self._committed = not done
+        try:
+            with self._write_mutex:
+                done = False
+                try:
+                    result = compact_in_child(
+                        self._layout.name, self._layout.storage_options, self._lock_fd, self._run_id
+                    )
+                    done = True
+                    return result
+                finally:
+                    # the child may have committed: this object's open tables and batch ids are
+                    # stale (a vacuum through a stale table would delete the child's new files)
+                    self._tables.forget()
+                    self._next_batch, self._index = None, None
+                    # the child vacuumed after its last commit; if it did not finish, release does
+                    self._committed = not done
+        except ChildNotStarted as exc:
+            log.warning("%s; compacting in this process", exc)
+            return self.compact()
 
     def needs_compaction(self) -> bool:
         """Whether enough small files piled up for :meth:`compact` to pay off."""

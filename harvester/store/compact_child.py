@@ -56,11 +56,17 @@ _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class ChildNotStarted(StoreError):
+    """No child process could be started (no interpreter path, no memory, no process slot):
+    nothing was done, the caller may compact in its own process."""
+
+
 def compact_in_child(
     location: str, storage_options: dict[str, str] | None, lock_fd: int, run_id: str
 ) -> CompactionResult:
     """Run the compaction of the store at ``location`` in a child process that shares the lock
-    held through ``lock_fd``; wait for it. StoreError if it fails or is killed."""
+    held through ``lock_fd``; wait for it. StoreError if it fails or is killed, ChildNotStarted
+    if it could not be started."""
     request = {
         "location": location,
         "storage_options": storage_options,
@@ -68,6 +74,8 @@ def compact_in_child(
         "fd": lock_fd,
         "parent": os.getpid(),
     }
+    if not sys.executable:
+        raise ChildNotStarted("no Python interpreter to start a compaction process with")
     try:
         child = subprocess.run(
             [sys.executable, "-m", __name__],
@@ -77,7 +85,7 @@ def compact_in_child(
             check=False,
         )
     except OSError as exc:
-        raise StoreError(f"cannot start the compaction process: {exc.strerror}") from None
+        raise ChildNotStarted(f"cannot start a compaction process: {exc.strerror}") from None
     answer = _answer(child.stdout)
     if child.returncode < 0:
         raise StoreError(
@@ -107,6 +115,10 @@ def main() -> int:
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     _die_with(int(request["parent"]))
+    from harvester.logs import setup_logging
+
+    setup_logging()  # the parent's format and redaction; its warnings only (it logs the result)
+    logging.getLogger("harvester").setLevel(logging.WARNING)
     from harvester.store import Store
 
     store = Store(request["location"], request["storage_options"])

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from harvester.items import item_schema
 from harvester.jobs import Grain, Job, period_end, period_start, windows
 from harvester.store import FetchMeta, Store
+from harvester.store import schema as s
 from harvester.store.ledger import _period_of, _slot_of
 
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -144,3 +146,18 @@ def test_a_period_off_the_grain_does_not_shift_the_phones_after_it(tmp_path: Pat
         assert index.attempts(job.key) == 1, job.key
         assert index.done_window(job.key) == (job.window_start, job.window_end), job.key
     assert [index.state(job.key) for job in odd] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "period",
+    [dt.date(1900, 1, 1), dt.date(1969, 12, 31), dt.date(2024, 2, 29), dt.date(9999, 12, 31)],
+)
+def test_the_sql_forms_of_job_key_and_month_equal_the_python_ones(period: dt.date) -> None:
+    """``harvester migrate`` writes job_key and month in SQL: the same rule as the writer's."""
+    con = duckdb.connect()
+    got = con.execute(
+        f"SELECT {s.JOB_KEY_SQL}, {s.MONTH_SQL} FROM "
+        "(SELECT '6175550101' AS phone, ?::DATE AS period, ?::DATE AS window_start)",
+        [period, period],
+    ).fetchone()
+    assert got == (s.job_key("6175550101", period), s.month_of(period))

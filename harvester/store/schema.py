@@ -194,6 +194,13 @@ def job_key(phone: str, period: dt.date) -> str:
     return f"{phone}/{period.isoformat()}"
 
 
+# The same two rules as DuckDB expressions over a relation's ``phone``, ``period`` and
+# ``window_start`` columns, for writes that stay in SQL (``harvester migrate``); a test holds
+# them equal to the functions above.
+MONTH_SQL = "strftime(window_start, '%Y-%m')"
+JOB_KEY_SQL = "phone || '/' || strftime(period, '%Y-%m-%d')"
+
+
 def seq_of(batch_id: int, position: int) -> int:
     return (batch_id << SEQ_BITS) | position
 

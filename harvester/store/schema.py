@@ -180,7 +180,9 @@ def from_epoch_day(days: int) -> dt.date:
     return dt.date.fromordinal(days + _EPOCH_ORDINAL)
 
 
-# The ledger's latest record per job (its current state), as a DuckDB QUALIFY clause.
+# The ledger's latest record per job (its current state) is the one with the highest ``seq``:
+# here as a DuckDB QUALIFY clause selecting those rows; aggregations that need only a few of its
+# fields take them with ``arg_max(field, seq)`` (the job index, compaction).
 LATEST_RECORD_SQL = "QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1"
 
 

@@ -91,7 +91,7 @@ def store_config(
     return config, Path(url)
 
 
-def store_env(sim: SimulatorServer) -> dict[str, str]:
+def store_env(sim: SimulatorServer | None = None) -> dict[str, str]:
     """The CLI's environment: the password, and the S3 variables and companion folder that the
     ``s3_env`` fixture put in this process's environment (if any)."""
     state = {STATE_DIR_ENV: os.environ[STATE_DIR_ENV]} if STATE_DIR_ENV in os.environ else {}

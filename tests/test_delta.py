@@ -25,10 +25,8 @@ import pytest
 
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store.location import STATE_DIR_ENV
-from tests.s3_server import S3Server, backend, s3_env, s3_server
+from tests.s3_server import S3Server
 from tests.support import assert_store_matches_truth, cli_env, days, run_cli, write_config
-
-__all__ = ["backend", "s3_env", "s3_server"]  # fixtures
 
 D = dt.date
 START = D(2024, 3, 1)

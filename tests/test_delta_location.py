@@ -24,11 +24,8 @@ from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store import Store
 from harvester.store.location import STATE_DIR_ENV, companion_folder, redacted_url
 from harvester.store.provenance import load_economy
-from tests.s3_server import backend, s3_env, s3_server
 from tests.support import assert_store_matches_truth, cli_env, run_cli
 from tests.test_delta import store_config, store_env
-
-__all__ = ["backend", "s3_env", "s3_server"]  # fixtures
 
 D = dt.date
 TODAY, START, END = D(2024, 5, 1), D(2024, 4, 1), D(2024, 4, 20)

@@ -21,11 +21,8 @@ import pytest
 
 from harvester.analysis import connect
 from harvester.store import Store
-from tests.s3_server import backend, s3_env, s3_server
 from tests.support import run_cli
 from tests.test_delta import store_env
-
-__all__ = ["backend", "s3_env", "s3_server"]  # fixtures
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "format1_store"
 EXPECTED = json.loads((FIXTURE.parent / "format1_expected.json").read_text())

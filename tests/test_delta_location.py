@@ -1,9 +1,9 @@
 """Which store the commands name, and where a store's own state lives, on a local folder and on
 object storage (issue 15).
 
-* ``status``, ``verify`` and a held lock name the store as the user gave it: on ``s3://`` the URL,
-  never the local companion folder that holds its lock, quota state and read cache (``status``
-  showed that folder);
+* ``status``, ``verify``, ``report`` and a held lock name the store as the user gave it: on
+  ``s3://`` the URL, never the local companion folder that holds its lock, quota state and read
+  cache (``status`` showed that folder, the report a path made of the URL);
 * a URL with credentials (``user:pass@``) or parameters (``?...``) is refused by every command
   and shown redacted: delta-rs takes neither from the URL (it ignores both, and ``?x=1`` +
   ``/data`` named the prefix itself), and either may be a secret;
@@ -14,6 +14,7 @@ object storage (issue 15).
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def test_pull_with_request_economy_then_status_verify_and_the_lock_name_the_stor
         assert verify.stdout.startswith(f"store: {name} (day windows)"), verify.stdout
         as_json = run_cli(["status", "-c", str(config), "--json"], env=env)
         assert json.loads(as_json.stdout)["path"] == name, as_json.stderr
+        report = run_cli(["report", "-c", str(config), "--out", str(tmp_path / "r.html")], env=env)
+        assert report.returncode == 0, report.stderr
+        assert f"Store {html.escape(name)} ·" in (tmp_path / "r.html").read_text()
         with Store(store).lock("held-by-the-test"):
             locked = run_cli(["-q", "pull", "-c", str(config), *today], env=env)
         assert locked.returncode == 2, locked.stderr

@@ -80,6 +80,13 @@ def redacted_url(url: str) -> str:
     return f"{scheme}{sep}{authority}{slash}{path}{tail}"
 
 
+def store_name(root: Path | str) -> str:
+    """How outputs name the store at ``root``: the URL the user configured (redacted) for object
+    storage, never its local companion folder; the resolved folder otherwise."""
+    url = object_url(root)
+    return str(Path(root).resolve()) if url is None else redacted_url(url)
+
+
 def url_problem(url: str) -> str | None:
     """Why delta-rs cannot use ``url`` as a store (None if it can): it takes credentials from
     the environment only and ignores a URL's parameters, so ``.../prefix?x=1`` + ``/data`` would

@@ -28,9 +28,6 @@ from harvester.jobs import Grain, Job, period_end, period_start
 from harvester.store import FetchMeta, Store, base_views_sql, connect_base
 from harvester.store import tables as tables_module
 from harvester.store.tables import Tables
-from tests.s3_server import backend, s3_env, s3_server
-
-__all__ = ["backend", "s3_env", "s3_server"]  # fixtures
 
 QUERIES = Path(__file__).resolve().parents[1] / "queries"
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -110,7 +110,7 @@ def migrate_store(root: Path) -> MigrationResult:
     if layout.url is not None:
         # format 1 was only ever written to a local folder
         raise StoreError(
-            f"migrate: {layout.url} is on object storage, where only the current format is "
+            f"migrate: {layout.name} is on object storage, where only the current format is "
             "written: nothing to convert (migrate a local store, then upload it)"
         )
     if not layout.root.is_dir():

@@ -212,15 +212,15 @@ class Layout:
 
     The table layer speaks URIs and storage options only (``table_uri``). For a store on object
     storage (``url``), ``root`` is its local companion folder (lock, quota state, read cache:
-    :mod:`harvester.store.location`) and ``name`` is the URL that messages show.
+    :mod:`harvester.store.location`) and ``name`` is the URL that messages show (redacted).
     """
 
     def __init__(self, root: Path | str, storage_options: dict[str, str] | None = None) -> None:
-        from harvester.store.location import companion_folder, object_url
+        from harvester.store.location import companion_folder, object_url, redacted_url
 
         self.url = object_url(root)
         self.root = companion_folder(self.url) if self.url else Path(root).absolute()
-        self.name = self.url or str(self.root)
+        self.name = redacted_url(self.url) if self.url else str(self.root)
         self.data = self.root / DATA_DIR
         self.raw = self.root / RAW_DIR
         self.ledger = self.root / LEDGER_DIR

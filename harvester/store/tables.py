@@ -29,7 +29,7 @@ from urllib.parse import unquote
 from harvester import __version__
 from harvester.errors import StoreError
 from harvester.store import schema as s
-from harvester.store.location import CACHE_DIR, mirror, one_line
+from harvester.store.location import CACHE_DIR, mirror, one_line, url_problem
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -147,6 +147,9 @@ class Tables:
                 f"store.path {root}: the Delta Lake writer (delta-rs) cannot use a folder whose "
                 "path holds '[' or ']': rename or move the folder"
             )
+        problem = None if self.layout.url is None else url_problem(self.layout.url)
+        if problem is not None:
+            raise StoreError(f"store.path {self.layout.name}: {problem}")
         return self.layout.table_uri(kind)
 
     def forget(self) -> None:
@@ -159,7 +162,7 @@ class Tables:
         if table is None:
             table = self.open(kind)
             if table is None:
-                raise StoreError(f"store.path {self.layout.root} has no {kind} table")
+                raise StoreError(f"store.path {self.layout.name} has no {kind} table")
             self._handles[kind] = table
         return table
 

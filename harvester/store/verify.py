@@ -86,7 +86,7 @@ class RepairResult:
 class VerifyReport:
     """Everything :func:`verify_store` found; ``damaged`` decides the exit code."""
 
-    path: Path
+    path: str  # the store's folder, or its URL (redacted) on object storage
     grain: str | None
     files_checked: int = 0
     files: tuple[FileProblem, ...] = ()
@@ -292,7 +292,7 @@ def _check(layout: s.Layout, tables: Tables, grain: Grain | None, meta: list[str
                 good[kind].append(info.uri)
     jobs = [JobProblem(*row) for row in _job_problems(good, grain)]
     return VerifyReport(
-        path=layout.root,
+        path=layout.name,
         grain=grain.value if grain else None,
         files_checked=checked,
         files=tuple(files),

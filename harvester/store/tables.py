@@ -18,7 +18,7 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +28,18 @@ from harvester import __version__
 from harvester.errors import StoreError
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR, mirror, one_line
+from harvester.store.parquet_files import (
+    Journal,
+    Target,
+    clean_unfinished,
+    target,
+    write_files,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
+    from deltalake.transaction import AddAction
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +87,6 @@ class FileInfo:
     size: int
     rows: int
     month: str | None
-
-
-def _writer_properties() -> Any:
-    from deltalake import WriterProperties
-
-    return WriterProperties(compression="ZSTD")  # s.COMPRESSION
 
 
 def _commit(batch: int | None, operation: str, *, txn: bool = False) -> Any:
@@ -299,99 +301,159 @@ class Tables:
                 raise_if_key_not_exists=False,  # the harvester.* properties
             )
 
-    def append(self, kind: str, rows: pa.Table, batch: int, *, txn: bool = True) -> None:
+    def append(
+        self, kind: str, rows: pa.Table | pa.RecordBatchReader, batch: int, *, txn: bool = True
+    ) -> None:
         """One commit adding ``rows`` (possibly none: then only the transaction identifier)."""
-        from deltalake import write_deltalake
-
         self.ensure_space(rows)
-        self._redo_lost(
-            kind,
-            lambda: write_deltalake(
-                self.handle(kind),
-                rows,
-                mode="append",
-                partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-                writer_properties=_writer_properties(),
-                commit_properties=_commit(batch, "flush", txn=txn),
-            ),
-        )
+        self._commit_files(kind, rows, None, batch, "flush", txn=txn)
 
     def replace(
-        self, kind: str, rows: pa.Table, predicate: str, batch: int, operation: str
+        self,
+        kind: str,
+        rows: pa.Table | pa.RecordBatchReader,
+        predicate: str,
+        batch: int,
+        operation: str,
     ) -> None:
-        """One commit removing the rows ``predicate`` matches and adding ``rows`` (which must
-        all match it): Delta's overwrite with a predicate (replaceWhere)."""
-        from deltalake import write_deltalake
-
+        """One commit removing the rows ``predicate`` matches and adding ``rows`` (which should
+        all match it): what Delta's overwrite with a predicate (replaceWhere) does."""
         self.ensure_space(rows)
-        self._redo_lost(
-            kind,
-            lambda: write_deltalake(
-                self.handle(kind),
-                rows,
-                mode="overwrite",
-                predicate=predicate,
-                partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-                writer_properties=_writer_properties(),
-                commit_properties=_commit(batch, operation, txn=operation == "flush"),
-            ),
-        )
+        self._commit_files(kind, rows, predicate, batch, operation, txn=operation == "flush")
 
-    def _redo_lost(self, kind: str, write: Callable[[], object]) -> None:
-        """Run ``write`` (one commit); if another writer committed that version first
-        (``CommitFailedError``: a conditional put lost on object storage), re-read the table and
-        redo it on the new version. Only an Arrow table can be written twice (a stream is
-        consumed): callers streaming rows hold the lock and meet no rival."""
-        from deltalake.exceptions import CommitFailedError
-
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                write()
-                return
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.info("a concurrent commit won on the %s table: redoing this one", kind)
-                self._handles.pop(kind, None)
-
-    def overwrite(self, kind: str, rows: Any, batch: int, operation: str) -> None:
+    def overwrite(
+        self, kind: str, rows: pa.Table | pa.RecordBatchReader, batch: int, operation: str
+    ) -> None:
         """One commit replacing the whole table by ``rows`` (an Arrow table or stream)."""
-        from deltalake import write_deltalake
-
         self.ensure_space(rows)
-        write_deltalake(
-            self.handle(kind),
-            rows,
-            mode="overwrite",
-            partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-            writer_properties=_writer_properties(),
-            commit_properties=_commit(batch, operation),
-        )
+        self._commit_files(kind, rows, "true", batch, operation, txn=False)
 
     def delete(self, kind: str, predicate: str, batch: int, operation: str) -> None:
         """One commit deleting the rows ``predicate`` matches (no commit if none matches)."""
         self.ensure_space()
-        self.handle(kind).delete(
-            predicate,
-            writer_properties=_writer_properties(),
-            commit_properties=_commit(batch, operation, txn=operation == "flush"),
-        )
+        self._commit_files(kind, None, predicate, batch, operation, txn=operation == "flush")
+
+    def _commit_files(
+        self,
+        kind: str,
+        rows: pa.Table | pa.RecordBatchReader | None,
+        predicate: str | None,
+        batch: int,
+        operation: str,
+        *,
+        txn: bool,
+    ) -> None:
+        """Commit, in one transaction, ``rows`` written as new files (page checksums:
+        :mod:`harvester.store.parquet_files`) and the removal of the rows ``predicate`` matches
+        (:mod:`harvester.store.rewrite`). No commit when there is nothing to add or remove and
+        no transaction identifier to record.
+
+        The rows of removed files that did not match are written with the new rows, one file per
+        partition (as delta-rs does). The removal is worked out before anything is written, and
+        the files are written just before the commit, so a kill rarely finds files written and
+        not committed; those it finds are named in a journal that the next vacuum reads
+        (:class:`~harvester.store.parquet_files.Journal`). If another writer committed first and
+        delta-rs's conflict check refuses this commit (``CommitFailedError``: a conditional put
+        lost on object storage, or a file this commit removes was removed meanwhile), it is all
+        worked out again on the new version (a stream's rows are written once). Files are
+        deleted again only when the commit surely did not happen: an error after the log entry
+        was written must not take its files away.
+        """
+        where = target(self.uri(kind), self.layout.storage_options)
+        journal = Journal(self.layout.root, kind)
+        try:
+            self._commit_once(where, journal, kind, rows, predicate, batch, operation, txn=txn)
+        finally:
+            journal.close()
+
+    def _commit_once(
+        self,
+        where: Target,
+        journal: Journal,
+        kind: str,
+        rows: pa.Table | pa.RecordBatchReader | None,
+        predicate: str | None,
+        batch: int,
+        operation: str,
+        *,
+        txn: bool,
+    ) -> None:
+        import pyarrow as pa
+        from deltalake.exceptions import CommitFailedError
+
+        from harvester.store.rewrite import Rewrite, discard, without_matches
+
+        # a stream can be read once: its files are written once, the rest at every try
+        streamed: list[AddAction] | None = None if isinstance(rows, pa.RecordBatchReader) else []
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table = self.handle(kind)
+            schema, partition_by = _arrow_schema(table), list(table.metadata().partition_columns)
+            rewrite = (
+                without_matches(where, table, schema, partition_by, predicate)
+                if predicate is not None
+                else Rewrite([], [], 0)
+            )
+            if streamed is None:
+                streamed = write_files(where, [rows], schema, partition_by, journal)
+                sources = rewrite.remainders
+            else:
+                sources = [*rewrite.remainders, *([rows] if rows is not None else [])]
+            try:
+                written = write_files(where, sources, schema, partition_by, journal)
+            except BaseException:
+                discard(where, streamed)
+                raise
+            adds = [*streamed, *written]
+            if not adds and not rewrite.removes and not (txn and rows is not None):
+                journal.done()
+                return
+            try:
+                table.create_write_transaction(
+                    [*adds, *rewrite.removes],
+                    mode="append",
+                    schema=table.schema(),
+                    partition_by=partition_by or None,
+                    commit_properties=_commit(batch, operation, txn=txn),
+                )
+            except CommitFailedError:
+                discard(where, written)
+                if attempt == COMMIT_ATTEMPTS:
+                    discard(where, streamed)
+                    journal.done()
+                    raise
+                log.info("a concurrent commit won on the %s table: redoing this one", kind)
+                self._handles.pop(kind, None)
+                continue
+            journal.done()
+            try:  # unlike delta-rs's own writes, this one leaves the open table behind
+                table.update_incremental()
+            except write_errors():  # committed all the same: the next use reopens it
+                self._handles.pop(kind, None)
+            return
 
     def vacuum(self, kind: str) -> int:
-        """Delete the files no current version needs (removed by a commit); returns how many.
+        """Delete the files no current version needs (removed by a commit, or written for a
+        commit a killed writer never made: :class:`~harvester.store.parquet_files.Journal`);
+        returns how many. Only under the store's lock, with no commit under way.
 
         Files that are not the table's (a user's copy, a stray file) are never touched.
         """
         if not self.exists(kind):
             return 0
         self.ensure_space()
-        removed = self.handle(kind).vacuum(
+        table = self.handle(kind)
+        removed = table.vacuum(
             retention_hours=VACUUM_RETENTION_HOURS,
             dry_run=False,
             enforce_retention_duration=False,
             commit_properties=_commit(None, "vacuum"),
         )
-        return len(removed)
+        import pyarrow as pa
+
+        paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+        active = {unquote(path) for path in paths}
+        where = target(self.uri(kind), self.layout.storage_options)
+        return len(removed) + clean_unfinished(self.layout.root, kind, where, active)
 
     def tidy_log(self, kind: str) -> None:
         """Write a checkpoint of the current version and delete the log entries before it."""
@@ -407,6 +469,13 @@ class Tables:
             )
         table.create_checkpoint()
         table.cleanup_metadata()
+
+
+def _arrow_schema(table: DeltaTable) -> pa.Schema:
+    """The table's schema in Arrow types (every file of it is written in exactly these)."""
+    import pyarrow as pa
+
+    return pa.schema(table.schema().to_arrow())
 
 
 def _local(uri: str) -> str:

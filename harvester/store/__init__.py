@@ -423,8 +423,8 @@ class Store:
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Every file and every job's rows checked (:mod:`harvester.store.verify`); ``repair``
         heals under the lock: damaged files moved aside, their jobs fetched again."""
-        if not self.path.is_dir():
-            raise StoreError(f"store.path {self.path} does not exist")
+        if not self._is_store():
+            raise StoreError(f"store.path {self.location} does not exist")
         from harvester.store.verify import verify_store
 
         return verify_store(

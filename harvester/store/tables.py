@@ -196,6 +196,16 @@ class Tables:
                 f"cannot read the {kind} table of {self.layout.name}: {one_line(exc)}"
             ) from None
 
+    def active_paths(self, kind: str) -> list[str]:
+        """The current version's files, relative to the table (nothing is downloaded)."""
+        import pyarrow as pa
+
+        table = self.open(kind)
+        if table is None:
+            return []
+        actions = pa.table(table.get_add_actions(flatten=True))
+        return [unquote(path) for path in actions.column("path").to_pylist()]
+
     def file_infos(self, kind: str) -> list[FileInfo]:
         """The current version's files with their sizes, row counts and partitions."""
         import pyarrow as pa

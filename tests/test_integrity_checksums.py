@@ -334,3 +334,25 @@ def test_stats_json_is_compact_and_parses(tmp_path: Path) -> None:
     assert stats["numRecords"] == 1 and stats["nullCount"]["http_status"] == 1
     assert stats["minValues"]["fetched_at"] == "2024-03-01T12:00:00.123Z"  # as delta-rs: ms
     assert "http_status" not in stats["minValues"]
+
+
+def test_a_commit_that_lost_the_race_is_redone_and_a_stream_written_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer whose open table is behind another writer's commit that removed a file it also
+    removes: delta-rs refuses the first try, the removal is worked out again on the new version,
+    and the streamed rows (readable once) are committed once, from the files the first try
+    wrote; no file is left behind."""
+    root = tmp_path / "store"
+    behind, ahead = Tables(s.Layout(root)), Tables(s.Layout(root))
+    behind.create_missing()
+    behind.append(s.LEDGER_DIR, _ledger_rows(1, ["a", "b"], [200, 200]), 1)
+    behind.handle(s.LEDGER_DIR)  # reads this version
+    ahead.delete(s.LEDGER_DIR, "phone = 'b'", 2, "verify-repair")  # rewrites the file
+    stream = _ledger_rows(3, ["c", "d"], [200, 200]).to_reader(max_chunksize=1)
+    caplog.set_level("INFO", logger="harvester.store.tables")
+    behind.replace(s.LEDGER_DIR, stream, "phone = 'a'", 3, "compact")
+    assert "a concurrent commit won on the ledger table" in caplog.text
+    got = DeltaTable(str(root / s.LEDGER_DIR)).to_pyarrow_table().column("phone").to_pylist()
+    assert sorted(got) == ["c", "d"]
+    assert_no_orphans(root, behind)

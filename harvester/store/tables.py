@@ -28,18 +28,11 @@ from harvester import __version__
 from harvester.errors import StoreError
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR, mirror, one_line
-from harvester.store.parquet_files import (
-    Journal,
-    Target,
-    clean_unfinished,
-    target,
-    write_files,
-)
+from harvester.store.parquet_files import Journal, clean_unfinished, target
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
-    from deltalake.transaction import AddAction
 
 log = logging.getLogger(__name__)
 
@@ -353,93 +346,39 @@ class Tables:
         *,
         txn: bool,
     ) -> None:
-        """Commit, in one transaction, ``rows`` written as new files (page checksums:
-        :mod:`harvester.store.parquet_files`) and the removal of the rows ``predicate`` matches
-        (:mod:`harvester.store.rewrite`). No commit when there is nothing to add or remove and
-        no transaction identifier to record.
-
-        The rows of removed files that did not match are written with the new rows, one file per
-        partition (as delta-rs does). The removal is worked out before anything is written, and
-        the files are written just before the commit, so a kill rarely finds files written and
-        not committed; those it finds are named in a journal that the next vacuum reads
-        (:class:`~harvester.store.parquet_files.Journal`). If another writer committed first and
-        delta-rs's conflict check refuses this commit (``CommitFailedError``: a conditional put
-        lost on object storage, or a file this commit removes was removed meanwhile), it is all
-        worked out again on the new version (a stream's rows are written once). Files are
-        deleted again only when the commit surely did not happen: an error after the log entry
-        was written must not take its files away.
-        """
-        where = target(self.uri(kind), self.layout.storage_options)
-        journal = Journal(self.layout.root, kind)
-        try:
-            self._commit_once(where, journal, kind, rows, predicate, batch, operation, txn=txn)
-        finally:
-            journal.close()
-
-    def _commit_once(
-        self,
-        where: Target,
-        journal: Journal,
-        kind: str,
-        rows: pa.Table | pa.RecordBatchReader | None,
-        predicate: str | None,
-        batch: int,
-        operation: str,
-        *,
-        txn: bool,
-    ) -> None:
-        import pyarrow as pa
+        """One commit of ``rows`` written as new files (page checksums) and of the removal of
+        the rows ``predicate`` matches (:mod:`harvester.store.commit`); none when there is
+        nothing to add or remove and no transaction identifier to record. If another writer
+        committed first and delta-rs's conflict check refuses it (``CommitFailedError``: a
+        conditional put lost on object storage, or a file it removes was removed meanwhile),
+        it is worked out again on the new version."""
         from deltalake.exceptions import CommitFailedError
 
-        from harvester.store.rewrite import Rewrite, discard, without_matches
+        from harvester.store.commit import FileCommit
 
-        # a stream can be read once: its files are written once, the rest at every try
-        streamed: list[AddAction] | None = None if isinstance(rows, pa.RecordBatchReader) else []
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            table = self.handle(kind)
-            schema, partition_by = _arrow_schema(table), list(table.metadata().partition_columns)
-            rewrite = (
-                without_matches(where, table, schema, partition_by, predicate)
-                if predicate is not None
-                else Rewrite([], [], 0)
-            )
-            if streamed is None:
-                streamed = write_files(where, [rows], schema, partition_by, journal)
-                sources = rewrite.remainders
-            else:
-                sources = [*rewrite.remainders, *([rows] if rows is not None else [])]
-            try:
-                written = write_files(where, sources, schema, partition_by, journal)
-            except BaseException:
-                discard(where, streamed)
-                raise
-            adds = [*streamed, *written]
-            if not adds and not rewrite.removes and not (txn and rows is not None):
-                journal.done()
+        where = target(self.uri(kind), self.layout.storage_options)
+        journal = Journal(self.layout.root, kind)
+        commit = FileCommit(where, journal, rows, predicate, txn=txn)
+        try:
+            for attempt in range(1, COMMIT_ATTEMPTS + 1):
+                table = self.handle(kind)
+                try:
+                    committed = commit.attempt(table, _commit(batch, operation, txn=txn))
+                except CommitFailedError:
+                    if attempt == COMMIT_ATTEMPTS:
+                        commit.abandon()
+                        raise
+                    log.info("a concurrent commit won on the %s table: redoing this one", kind)
+                    self._handles.pop(kind, None)
+                    continue
+                if committed:
+                    try:  # unlike delta-rs's own writes, this one leaves the open table behind
+                        table.update_incremental()
+                    except write_errors():  # committed all the same: the next use reopens it
+                        self._handles.pop(kind, None)
                 return
-            try:
-                table.create_write_transaction(
-                    [*adds, *rewrite.removes],
-                    mode="append",
-                    schema=table.schema(),
-                    partition_by=partition_by or None,
-                    commit_properties=_commit(batch, operation, txn=txn),
-                )
-            except CommitFailedError:
-                discard(where, written)
-                if attempt == COMMIT_ATTEMPTS:
-                    discard(where, streamed)
-                    journal.done()
-                    raise
-                log.info("a concurrent commit won on the %s table: redoing this one", kind)
-                self._handles.pop(kind, None)
-                continue
-            journal.done()
-            try:  # unlike delta-rs's own writes, this one leaves the open table behind
-                table.update_incremental()
-            except write_errors():  # committed all the same: the next use reopens it
-                self._handles.pop(kind, None)
-            return
+        finally:
+            journal.close()
 
     def vacuum(self, kind: str) -> int:
         """Delete the files no current version needs (removed by a commit, or written for a
@@ -479,13 +418,6 @@ class Tables:
             )
         table.create_checkpoint()
         table.cleanup_metadata()
-
-
-def _arrow_schema(table: DeltaTable) -> pa.Schema:
-    """The table's schema in Arrow types (every file of it is written in exactly these)."""
-    import pyarrow as pa
-
-    return pa.schema(table.schema().to_arrow())
 
 
 def _local(uri: str) -> str:

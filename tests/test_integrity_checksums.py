@@ -237,6 +237,8 @@ def test_partition_filters_are_read_off_the_predicate() -> None:
     }
     assert partition_filter("month = '2024-03'", key) == {"2024-03"}
     assert partition_filter("month IN ('2024-03') OR job_key = 'x'", key) is None
+    assert partition_filter("month = '2024-03' AND job_key = 'x' OR job_key = 'y'", key) is None
+    assert partition_filter("month = '2024-03' AND reason = 'a OR b'", key) == {"2024-03"}
     assert partition_filter("job_key IN ('a') AND month = '2024-03'", key) is None
     assert partition_filter("monthly = '2024-03'", key) is None
     assert partition_filter("month = '2024-03'", []) is None

@@ -124,7 +124,7 @@ def clean_unfinished(folder: Path, kind: str, where: Target, active: set[str]) -
     deleted = 0
     for journal in sorted(folder.glob(f"{JOURNAL_PREFIX}{kind}-*")):
         try:
-            named = journal.read_text(encoding="utf-8").split()
+            named = journal.read_text(encoding="utf-8").splitlines()
         except OSError:
             continue
         for relative in named:

@@ -89,7 +89,10 @@ def active_files(table: DeltaTable, partition_by: list[str]) -> list[ActiveFile]
 
 def partition_filter(predicate: str, partition_by: list[str]) -> set[str] | None:
     """The partition values a predicate of the form ``key IN (...) [AND ...]`` or
-    ``key = '...' [AND ...]`` allows, or None (any: every file is a candidate)."""
+    ``key = '...' [AND ...]`` allows, or None (any: every file is a candidate). A predicate with
+    an ``OR`` anywhere is not narrowed (``a AND b OR c`` is ``(a AND b) OR c``)."""
+    if re.search(r"\bOR\b", re.sub(_STRING, "''", predicate), re.I):
+        return None
     for pattern in (_PARTITION_IN, _PARTITION_EQ):
         match = pattern.match(predicate)
         if match and match[1] in partition_by and _REST.match(predicate[match.end() :]):

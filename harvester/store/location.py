@@ -147,8 +147,12 @@ def mirror(table: Any, kind_folder: Path) -> dict[str, Path]:
         path, local = item
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{os.getpid()}.part")
-        with filesystem.open_input_stream(path) as source, open(tmp, "wb") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+        try:
+            with filesystem.open_input_stream(path) as source, open(tmp, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        except FileNotFoundError:  # an object the log names was lost: no copy, and the
+            tmp.unlink(missing_ok=True)  # readers' file check names it (store.verify)
+            return
         os.replace(tmp, local)
 
     if missing:

@@ -340,13 +340,16 @@ def _infos_with_stats(tables: Tables, kind: str) -> list[tuple[FileInfo, dict[st
 
 
 # Per job: rows stored (readable files only) against the latest done ledger record; the grain.
-_JOBS_SQL = """
+_JOBS_SQL = (
+    """
 WITH d AS (
     SELECT phone, period, count(*) AS n, min(fetch_id) AS f1, max(fetch_id) AS f2
     FROM {data} GROUP BY phone, period
 ), l AS (
     SELECT phone, period, rows, fetch_id FROM {ledger} WHERE state = 'done'
-    QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1
+    """
+    + s.LATEST_RECORD_SQL
+    + """
 )
 SELECT phone, period,
        CASE WHEN l.rows IS NULL THEN format('{{}} rows stored but no done fetch in the ledger', d.n)
@@ -362,6 +365,7 @@ SELECT DISTINCT phone, period, 'a period that is not a {grain} of this store'
 FROM {ledger} WHERE {off_grain}
 ORDER BY phone, period
 """
+)
 
 _OFF_GRAIN = {
     Grain.DAY: "false",

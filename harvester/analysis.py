@@ -40,7 +40,7 @@ from harvester.errors import StoreError, UsageError
 from harvester.outputs import OutputFile, check_folder, check_output, replacing, write_failed
 from harvester.sql_guard import LIBRARY_NAMES, GuardNames, check_reading_sql, lock_down
 from harvester.store import Store, define_base_views, retry_read, schema
-from harvester.store.location import object_url
+from harvester.store.location import object_url, redacted_url, url_problem
 from harvester.store.tables import Tables
 from harvester.store.verify import check_files, reading
 from harvester.store.views import dynamic_sql, snapshot, sql_literal
@@ -186,8 +186,11 @@ def check_store(root: Path, *, flag: str = "store") -> None:
     the message names ``root`` as ``flag`` (the CLI passes ``--store``)."""
     url = object_url(root)
     if url is not None:
+        problem = url_problem(url)
+        if problem is not None:
+            raise StoreError(f"{flag}: {redacted_url(url)}: {problem}")
         if not Store(root).exists():
-            raise StoreError(f"{flag}: {url} holds no store (nothing harvested yet?)")
+            raise StoreError(f"{flag}: {redacted_url(url)} holds no store (nothing harvested yet?)")
         return
     if not root.exists():
         raise StoreError(f"{flag}: {root} does not exist (nothing harvested yet?)")

@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 
 from harvester.simulator import SimulatorServer, SimulatorSettings
+from tests.s3_server import backend, s3_env, s3_server
+
+# The object-storage fixtures, defined once here so that the whole session (each xdist worker)
+# shares one moto server: a test module importing them would start a server of its own.
+__all__ = ["backend", "s3_env", "s3_server"]
 
 # Tests get a roomy quota and a short window unless they ask for less: the real 150 per 900 s
 # would make every multi-request test about the quota.

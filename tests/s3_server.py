@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +62,18 @@ class S3Server:
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ALLOW_HTTP": "true",
         }
+
+    def filesystem(self) -> Any:
+        """pyarrow's own S3 client on this server: what a plain Parquet reader sees."""
+        from pyarrow import fs
+
+        return fs.S3FileSystem(
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            region="us-east-1",
+            endpoint_override=self.endpoint,
+            scheme="http",
+        )
 
     def new_url(self) -> str:
         return f"s3://{self.bucket}/{uuid.uuid4().hex[:12]}"

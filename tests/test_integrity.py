@@ -18,6 +18,7 @@ import pytest
 
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from tests.support import assert_store_matches_truth, cli_env, run_cli, write_config
+from tests.test_integrity_checksums import silent_flip
 
 D = dt.date
 START, END, TODAY = D(2024, 2, 26), D(2024, 3, 4), "2024-03-10"
@@ -157,6 +158,24 @@ def test_flipped_bytes_in_a_data_file_never_answer_wrong(sim: SimulatorServer, w
     assert code == 1
     one_line(err, victim.name, "harvester verify --repair")
     heal(sim, work)
+
+
+def test_a_flipped_byte_in_a_data_page_is_caught_by_its_checksum(
+    sim: SimulatorServer, work: Path
+) -> None:
+    """One byte of a data page flipped so that the file still decodes, to other counts: the row
+    count and the column's bounds are unchanged, so only the page checksum tells (DuckDB does
+    not check it: ``verify`` does, and names the file); repair and pull heal it."""
+    victim = max(data_files(work / "store"), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    offset = silent_flip(bytes(data), "visits")
+    assert offset is not None, "no byte of the visits pages decodes silently to other counts"
+    data[offset] ^= 0x01
+    victim.write_bytes(bytes(data))
+    code, out, _ = cli(sim, work, "verify")
+    assert code == 1 and victim.name in out and "CRC checksum verification failed" in out, out
+    heal(sim, work)
+    assert list((work / "store" / "quarantine").rglob(victim.name))
 
 
 def test_flipped_bytes_in_a_ledger_file_are_named(sim: SimulatorServer, work: Path) -> None:

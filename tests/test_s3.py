@@ -16,10 +16,8 @@ import pytest
 
 from harvester.analysis import bundled_views
 from harvester.simulator import SimulatorServer, SimulatorSettings
-from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, s3_env, s3_server
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.support import PASSWORD_ENV, assert_store_matches_truth, cli_env, run_cli, write_config
-
-__all__ = ["s3_env", "s3_server"]  # fixtures
 
 TODAY = dt.date(2024, 5, 1)
 START, END = dt.date(2024, 3, 25), dt.date(2024, 4, 3)

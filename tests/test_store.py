@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,8 @@ from harvester.items import ItemRows as ParsedReply
 from harvester.items import item_schema
 from harvester.jobs import Grain, Job, period_end, period_start
 from harvester.store import FetchMeta, Store, base_views_sql, connect_base
-from harvester.store import tables as tables_module
+from harvester.store.parquet_files import Journal, target, write_files
 from harvester.store.tables import Tables
-from tests.s3_server import backend, s3_env, s3_server
-
-__all__ = ["backend", "s3_env", "s3_server"]  # fixtures
 
 QUERIES = Path(__file__).resolve().parents[1] / "queries"
 NOW = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -522,6 +518,12 @@ def test_files_that_are_not_part_of_the_tables_change_nothing(tmp_path: Path) ->
     assert len(flow(store.path)) == 6
 
 
+def filesystem_base(store: Store) -> str:
+    """The data table's folder as :func:`_data_objects` names it."""
+    url = store._layout.url
+    return str(store.path / "data") if url is None else url.removeprefix("s3://") + "/data"
+
+
 def _data_objects(store: Store) -> tuple[pafs.FileSystem, list[str]]:
     """A filesystem on the data table's folder (local or the loopback object store) and every
     Parquet file in it."""
@@ -548,36 +550,37 @@ def _data_objects(store: Store) -> tuple[pafs.FileSystem, list[str]]:
     return filesystem, sorted(paths)
 
 
-@pytest.mark.parametrize("age_limit", [False, True])
 def test_files_a_killed_writer_never_committed_are_deleted_by_the_next_lock(
-    tmp_path: Path, backend: str | None, age_limit: bool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, backend: str | None
 ) -> None:
-    """kill -9 between a flush's files and its commit leaves files no version names: the next
-    holder of the lock deletes them, so a plain Parquet reader of the folder stays exact; a
-    user's copy is never touched. On object storage (no lock spans machines) only files older
-    than a flush could take are deleted: a young one may be another writer's commit in the
-    making."""
-    if age_limit and backend is None:
-        pytest.skip("on local disk the lock excludes every other writer: no age limit")
-    if not age_limit:
-        monkeypatch.setattr(tables_module, "UNCOMMITTED_AGE_OBJECT_STORE_SECONDS", -1.0)
+    """kill -9 between a flush's files and its commit leaves files no version names (and their
+    journal): the next holder of the lock deletes them as it takes it, even if it then commits
+    nothing, so a plain reader of the folder stays exact; a user's copy is never touched. On
+    object storage too (the journal is this machine's, so only its own writers' files go)."""
     store = new_store(tmp_path, url=backend)
     jobs = [day_job("111", D0 + dt.timedelta(days=d)) for d in range(3)]
     write(store, [(job, 1, 2) for job in jobs])
     filesystem, committed = _data_objects(store)
+    tables = Tables(store._layout)
+    table = tables.handle("data")
+    journal = Journal(store._layout.root, "data")
+    uncommitted = write_files(
+        target(tables.uri("data"), store._layout.storage_options),
+        [table.to_pyarrow_table()],
+        pa.schema(table.schema().to_arrow()),
+        ["month"],
+        journal,
+    )
+    journal.close()  # the writer dies here: files written, no commit
     part = committed[0]
-    folder = part.rsplit("/", 1)[0]
-    uncommitted = f"{folder}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
     copy = part.removesuffix(".parquet") + " (copy).parquet"
-    for target in (uncommitted, copy):
-        filesystem.copy_file(part, target)
+    filesystem.copy_file(part, copy)
+    assert _data_objects(store)[1] == sorted(
+        [*committed, copy, *(f"{filesystem_base(store)}/{a.path}" for a in uncommitted)]
+    )
     with store.lock("next-run"):
         pass
-    left = _data_objects(store)[1]
-    if age_limit:
-        assert left == sorted([*committed, uncommitted, copy])
-        return
-    assert left == sorted([*committed, copy])
+    assert _data_objects(store)[1] == sorted([*committed, copy])
     if backend is None:  # a plain reader of the folder (a copy's name is no part file's)
         plain = duckdb.sql(
             f"SELECT count(*) FROM read_parquet('{store.path}/data/month=*/part-*0.zstd.parquet')"

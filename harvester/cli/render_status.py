@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -30,7 +31,7 @@ def render_status(root: Path, *, gaps: bool, as_json: bool) -> str:
     found = status_with_gaps(root, with_failed=gaps or as_json, flag="--store")
     if as_json:
         return json.dumps(found.to_dict(), indent=2)
-    return _text(found.status, found.failed if gaps else None)
+    return _text(found.status, found.failed if gaps else None, load_economy(root))
 
 
 def _fmt_ranges(ranges: Iterable[DateRange]) -> str:
@@ -47,7 +48,9 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover - loop always returns
 
 
-def _text(status: StoreStatus, failed: dict[str, list[DateRange]] | None) -> str:
+def _text(
+    status: StoreStatus, failed: dict[str, list[DateRange]] | None, economy: dict[str, Any]
+) -> str:
     out = io.StringIO()
     console = Console(file=out, width=RENDER_WIDTH, no_color=True, highlight=False)
     grain = status.grain or "unknown"
@@ -70,7 +73,6 @@ def _text(status: StoreStatus, failed: dict[str, list[DateRange]] | None) -> str
     if status.provenance:
         kinds = ", ".join(f"{kind} {n:,}" for kind, n in status.provenance.items())
         console.print(f"days by provenance: {kinds}")
-    economy = load_economy(status.path)
     if economy.get("derive") is False:
         console.print(f"request economy: derivation off ({economy.get('mismatch', 'mismatch')})")
     if status.last_run is not None:

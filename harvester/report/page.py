@@ -17,6 +17,7 @@ from typing import Any
 from harvester import __version__
 from harvester.report.data import ReportData, Rows
 from harvester.report.figures import charts
+from harvester.store.location import store_name
 
 COVERAGE_COLUMNS = (
     *("phone", "first_day", "last_day", "days", "days_held", "days_failed", "days_missing"),
@@ -76,7 +77,7 @@ def render_page(
     ]
     parts = [
         f"<h1>VoiceTrends Diagnostic Flow report</h1>"
-        f"<p class=meta>Store {html.escape(str(root.resolve()))} · range asked {asked} · "
+        f"<p class=meta>Store {html.escape(store_name(root))} · range asked {asked} · "
         f"data {held} · figures from {html.escape(source)} · generated "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by harvester {__version__}</p>",
         "<div class=kpis>"

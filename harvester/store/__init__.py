@@ -248,7 +248,7 @@ class Store:
         self._layout.root.mkdir(parents=True, exist_ok=True)  # an object store's companion
         from harvester.store.writer import repair
 
-        with held_lock(self._layout.lock_file, run_id) as held:
+        with held_lock(self._layout.lock_file, run_id, self.location) as held:
             holder, self._lock_fd = held.holder, held.fd
             self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
             self._committed, self._index = False, None
@@ -483,8 +483,8 @@ class Store:
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Every file and every job's rows checked (:mod:`harvester.store.verify`); ``repair``
         heals under the lock: damaged files moved aside, their jobs fetched again."""
-        if not self.path.is_dir():
-            raise StoreError(f"store.path {self.path} does not exist")
+        if not self._is_store():
+            raise StoreError(f"store.path {self.location} does not exist")
         from harvester.store.verify import verify_store
 
         return verify_store(

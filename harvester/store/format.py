@@ -43,7 +43,7 @@ def read_store_file(layout: s.Layout) -> dict[str, Any] | None:
         described = Tables(layout).description()
         if described is None:
             return None
-        where = f"{layout.url}/{s.DATA_DIR}"
+        where = f"{layout.name}/{s.DATA_DIR}"
         try:
             return _checked(json.loads(described), where, layout)
         except ValueError:

@@ -10,8 +10,9 @@ one slot per period of the store's grain (a day, an ISO week, a month):
     attempts    array('H')    requests ever sent for the job, capped at 65,535
     done_start  array('i')    window of the latest done record, days since 1970-01-01
     done_end    array('i')
+    done_as_of  array('i')    the "today" of the run that made that record (late data)
 
-That is 11 bytes per slot: ~6 MB for 550,000 daily jobs. A store without ``store.json`` (so no
+That is 15 bytes per slot: ~8 MB for 550,000 daily jobs. A store without ``store.json`` (so no
 known grain) falls back to day slots, which is correct for any grain, just sparser.
 """
 
@@ -34,21 +35,36 @@ _STATES: tuple[JobState | None, ...] = (None, "done", "failed", "failed")
 _DONE, _FAILED, _REJECTED = 1, 2, 3
 # array('H') holds 16 bits; a job tried more often than this is reported at the cap.
 MAX_ATTEMPTS = 65_535
-_NO_DAY = -(2**31)
-
-
 _days = s.epoch_day
 _date = s.from_epoch_day
 
+# A window that is not there: the first date there is, days before any date a config accepts
+# (config_values.EARLIEST_DATE), and a DATE in DuckDB too, so the loader reads every day column
+# as it is stored (date32: epoch days) without arithmetic.
+_NO_DATE = dt.date.min
+_NO_DAY = _days(_NO_DATE)
 
-def _slot_of_days(days: int, grain: Grain) -> int:
-    """A period's slot number on the grain's own scale (consecutive periods, consecutive slots)."""
+
+def _slot_of(period: dt.date, grain: Grain) -> int:
+    """A period's slot number on the grain's own scale: consecutive periods, consecutive slots.
+
+    The one definition of the slots, asked by every lookup and by the loader (for each phone's
+    first and last period); :func:`_period_of` is its inverse.
+    """
     if grain is Grain.DAY:
-        return days
+        return _days(period)
     if grain is Grain.WEEK:
-        return days // 7  # periods are Mondays, 7 days apart: distinct floors
-    day = _date(days)
-    return day.year * 12 + day.month - 1
+        return _days(period) // 7  # periods are Mondays, 7 days apart: distinct floors
+    return period.year * 12 + period.month - 1
+
+
+def _period_of(slot: int, grain: Grain) -> dt.date:
+    """The period whose slot is ``slot`` (the inverse of :func:`_slot_of`)."""
+    if grain is Grain.DAY:
+        return _date(slot)
+    if grain is Grain.WEEK:
+        return _date(slot * 7 + 4)  # day 4 (1970-01-05) was a Monday: the block's Monday
+    return dt.date(slot // 12, slot % 12 + 1, 1)
 
 
 @dataclass(slots=True)
@@ -84,11 +100,11 @@ class JobIndex:
 
     def _position(self, entry: _Phone, period: dt.date) -> int:
         """``period``'s index in ``entry``'s arrays (out of range if not recorded there)."""
-        if self.grain is Grain.DAY:  # the common case, asked ~10**6 times by a large plan
-            return _days(period) - entry.base
+        if self.grain is Grain.DAY:  # the common case, asked ~10**6 times by a large plan:
+            return _days(period) - entry.base  # _slot_of, inlined: a day's slot is its day
         if self._exact and period_start(period, self.grain) != period:
             return -1  # not a period of this store's grain: never recorded
-        return _slot_of_days(_days(period), self.grain) - entry.base
+        return _slot_of(period, self.grain) - entry.base
 
     def count_states(self, phone: str, first: dt.date, last: dt.date) -> tuple[int, int, int]:
         """``(done, failed, rejected)``: how many of ``phone``'s periods from ``first`` to
@@ -191,23 +207,19 @@ class JobIndex:
             entry = self._phones[phone]
             for position, code in enumerate(entry.states):
                 if code:
-                    yield phone, self._period_of(entry.base + position)
-
-    def _period_of(self, slot: int) -> dt.date:
-        if self.grain is Grain.DAY:
-            return _date(slot)
-        if self.grain is Grain.WEEK:
-            return _date(slot * 7 + 4)  # day 4 (1970-01-05) was a Monday: the block's Monday
-        return dt.date(slot // 12, slot % 12 + 1, 1)
+                    yield phone, _period_of(entry.base + position, self.grain)
 
     # -- loading ------------------------------------------------------------------------------
 
     def _load(self, ledger_files: list[str]) -> None:
         """Build the dense arrays in DuckDB and copy their buffers: no per-job Python work.
 
-        DuckDB aggregates the ledger per job and expands each phone's span into one row per slot
-        (``range``), returned as fixed-width columns in slot order; each phone's share of a
-        column is then a slice of an Arrow buffer, copied straight into its ``array``.
+        DuckDB aggregates the ledger per job and expands each phone's span into one row per
+        period of the grain (joining ``periods``: every period from the first to the last, one
+        per slot, made here by :func:`_period_of`), returned as fixed-width columns in period
+        order. So SQL never numbers slots: a phone's arrays start at the slot of its first
+        period, and its share of a column is a slice of an Arrow buffer, copied straight into
+        its ``array`` (a date column's buffer holds epoch days, the stored form).
         """
         from harvester.store.views import new_connection, parquet_source
 
@@ -216,16 +228,18 @@ class JobIndex:
         con = new_connection(ordered=False)
         try:
             source = parquet_source(ledger_files, partitioned=False)
-            jobs = _JOBS_SQL.format(
-                source=source, slot=_SLOT_SQL[self.grain], max_attempts=MAX_ATTEMPTS
-            )
+            jobs = _JOBS_SQL.format(source=source, max_attempts=MAX_ATTEMPTS)
             con.execute(f"CREATE TEMP TABLE jobs AS {jobs}")
+            first, last = con.execute(_BOUNDS_SQL).fetchall()[0]
+            if first is None:
+                return  # a ledger without records
+            con.register("periods", self._periods(first, last))
             spans = con.execute(_SPANS_SQL).fetchall()
-            dense = con.sql(_DENSE_SQL.format(no_day=_NO_DAY)).to_arrow_table().combine_chunks()
+            dense = con.sql(_DENSE_SQL).to_arrow_table().combine_chunks()
         finally:
             con.close()
-        columns = {
-            name: (dense.column(name).chunk(0), width)
+        code, attempts, done_start, done_end, done_as_of = (
+            (dense.column(name).chunk(0), width)
             for name, width in (
                 ("code", 1),
                 ("attempts", 2),
@@ -233,17 +247,18 @@ class JobIndex:
                 ("done_end", 4),
                 ("done_as_of", 4),
             )
-        }
+        )
         start = 0
-        for phone, first_slot, last_slot in spans:
-            end = start + last_slot - first_slot + 1
+        for phone, first_period, last_period in spans:
+            base = _slot_of(first_period, self.grain)
+            end = start + _slot_of(last_period, self.grain) - base + 1
             entry = _Phone(
-                base=first_slot,
-                states=bytearray(_buffer(columns["code"], start, end)),
-                attempts=array("H", _buffer(columns["attempts"], start, end)),
-                done_start=array("i", _buffer(columns["done_start"], start, end)),
-                done_end=array("i", _buffer(columns["done_end"], start, end)),
-                done_as_of=array("i", _buffer(columns["done_as_of"], start, end)),
+                base=base,
+                states=bytearray(_buffer(code, start, end)),
+                attempts=array("H", _buffer(attempts, start, end)),
+                done_start=array("i", _buffer(done_start, start, end)),
+                done_end=array("i", _buffer(done_end, start, end)),
+                done_as_of=array("i", _buffer(done_as_of, start, end)),
             )
             entry.last_done_end = max(entry.done_end)
             self._phones[phone] = entry
@@ -252,6 +267,14 @@ class JobIndex:
         self.failed = sum(
             e.states.count(_FAILED) + e.states.count(_REJECTED) for e in self._phones.values()
         )
+
+    def _periods(self, first: dt.date, last: dt.date) -> pa.Table:
+        """Every period of the grain from ``first``'s to ``last``'s, in order: one per slot."""
+        import pyarrow as pa
+
+        slots = range(_slot_of(first, self.grain), _slot_of(last, self.grain) + 1)
+        periods = [_period_of(slot, self.grain) for slot in slots]
+        return pa.table({"period": pa.array(periods, pa.date32())})
 
 
 def _buffer(column: tuple[pa.Array, int], start: int, end: int) -> bytes:
@@ -263,46 +286,47 @@ def _buffer(column: tuple[pa.Array, int], start: int, end: int) -> bytes:
     return chunk
 
 
-# A period's slot on its grain's own scale, in SQL (mirrors _slot_of_days).
-_SLOT_SQL = {
-    Grain.DAY: "(period - DATE '1970-01-01')",
-    Grain.WEEK: "CAST(floor((period - DATE '1970-01-01') / 7) AS BIGINT)",
-    Grain.MONTH: "(year(period) * 12 + month(period) - 1)",
-}
-
 # Per job: the latest state, the total attempts and the window of the latest done record.
 _JOBS_SQL = """
-SELECT phone, {slot} AS slot,
+SELECT phone, period,
        CAST(arg_max(CASE WHEN state = 'done' THEN 1
                          WHEN rejected THEN 3
                          ELSE 2 END, seq) AS UTINYINT) AS code,
        CAST(least(sum(attempts + prior_attempts), {max_attempts}) AS USMALLINT) AS attempts,
-       CAST(arg_max(window_start, seq) FILTER (WHERE state = 'done')
-            - DATE '1970-01-01' AS INTEGER) AS done_start,
-       CAST(arg_max(window_end, seq) FILTER (WHERE state = 'done')
-            - DATE '1970-01-01' AS INTEGER) AS done_end,
-       CAST(arg_max(as_of, seq) FILTER (WHERE state = 'done')
-            - DATE '1970-01-01' AS INTEGER) AS done_as_of
+       arg_max(window_start, seq) FILTER (WHERE state = 'done') AS done_start,
+       arg_max(window_end, seq) FILTER (WHERE state = 'done') AS done_end,
+       arg_max(as_of, seq) FILTER (WHERE state = 'done') AS done_as_of
 FROM (SELECT * FROM {source})
 GROUP BY phone, period
 """
 
-# Each phone's span of slots, in phone order: the dense rows come in the same order, a run of
-# (last - first + 1) rows per phone.
-_SPANS_SQL = "SELECT phone, min(slot), max(slot) FROM jobs GROUP BY phone ORDER BY phone"
+# The ledger's first and last period: ``periods`` holds every period from one to the other.
+_BOUNDS_SQL = "SELECT min(period), max(period) FROM jobs"
 
-# One row per slot of each phone's span (empty slots zero / no day), in phone and slot order.
-_DENSE_SQL = """
+# Each phone's first and last period, in phone order: the dense rows come in the same order, one
+# per period between. A job whose period is not one of the grain's (the harvester never writes
+# one, `harvester verify` reports it, lookups never ask for it) is left out, so it cannot shift
+# the rows of the phones after it.
+_SPANS = """
+SELECT phone, min(period) AS first_period, max(period) AS last_period
+FROM jobs SEMI JOIN periods USING (period)
+GROUP BY phone
+"""
+_SPANS_SQL = f"{_SPANS} ORDER BY phone"
+
+# One row per period of each phone's span (empty ones zero / no date), in phone and period order.
+_DENSE_SQL = f"""
 WITH spans AS (
-    SELECT phone, unnest(range(min(slot), max(slot) + 1)) AS slot FROM jobs GROUP BY phone
+    SELECT phone, period
+    FROM ({_SPANS}) JOIN periods ON period BETWEEN first_period AND last_period
 )
 SELECT coalesce(code, CAST(0 AS UTINYINT)) AS code,
        coalesce(attempts, CAST(0 AS USMALLINT)) AS attempts,
-       coalesce(done_start, {no_day}) AS done_start,
-       coalesce(done_end, {no_day}) AS done_end,
-       coalesce(done_as_of, {no_day}) AS done_as_of
-FROM spans LEFT JOIN jobs USING (phone, slot)
-ORDER BY phone, slot
+       coalesce(done_start, DATE '{_NO_DATE}') AS done_start,
+       coalesce(done_end, DATE '{_NO_DATE}') AS done_end,
+       coalesce(done_as_of, DATE '{_NO_DATE}') AS done_as_of
+FROM spans LEFT JOIN jobs USING (phone, period)
+ORDER BY phone, period
 """
 
 

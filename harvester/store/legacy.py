@@ -68,14 +68,12 @@ def _source(files: list[str]) -> str:
     return f"read_parquet([{listed}], hive_partitioning = false)"
 
 
-_VISIBLE = """
-SELECT f.phone, f.period, f.window_start, f.window_end, f.application, f.page, f.form, f.item,
-       f.visits, f.filled, f.nomatch, f.noinput, f.transfer, f.disconnect, f.fetched_at,
-       f.fetch_id, f.phone || '/' || strftime(f.period, '%Y-%m-%d') AS job_key,
-       strftime(f.window_start, '%Y-%m') AS month
-FROM {data} AS f
-JOIN (SELECT * FROM {ledger} WHERE state = 'done'
-      QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1) AS l
+_VISIBLE = f"""
+SELECT phone, period, window_start, window_end, application, page, form, item,
+       visits, filled, nomatch, noinput, transfer, disconnect, fetched_at,
+       fetch_id, {s.JOB_KEY_SQL} AS job_key, {s.MONTH_SQL} AS month
+FROM {{data}} AS f
+SEMI JOIN (SELECT * FROM {{ledger}} WHERE state = 'done' {s.LATEST_RECORD_SQL}) AS l
     ON f.fetch_id = l.fetch_id AND f.batch_id = l.batch_id
     AND f.phone = l.phone AND f.period = l.period
 """
@@ -112,7 +110,7 @@ def migrate_store(root: Path) -> MigrationResult:
     if layout.url is not None:
         # format 1 was only ever written to a local folder
         raise StoreError(
-            f"migrate: {layout.url} is on object storage, where only the current format is "
+            f"migrate: {layout.name} is on object storage, where only the current format is "
             "written: nothing to convert (migrate a local store, then upload it)"
         )
     if not layout.root.is_dir():

@@ -68,6 +68,38 @@ def object_url(root: Path | str) -> str | None:
     return f"{match['scheme']}://{match['rest'].rstrip('/')}"
 
 
+def redacted_url(url: str) -> str:
+    """``url`` as messages show it: any ``user:password@`` and any parameters (``?...``,
+    ``#...``) blanked, since either may carry a secret (``s3://***@bucket/prefix?***``)."""
+    cut = min((at for at in (url.find("?"), url.find("#")) if at >= 0), default=len(url))
+    scheme, sep, rest = url[:cut].partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    tail = f"{url[cut]}***" if cut < len(url) else ""
+    return f"{scheme}{sep}{authority}{slash}{path}{tail}"
+
+
+def store_name(root: Path | str) -> str:
+    """How outputs name the store at ``root``: the URL the user configured (redacted) for object
+    storage, never its local companion folder; the resolved folder otherwise."""
+    url = object_url(root)
+    return str(Path(root).resolve()) if url is None else redacted_url(url)
+
+
+def url_problem(url: str) -> str | None:
+    """Why delta-rs cannot use ``url`` as a store (None if it can): it takes credentials from
+    the environment only and ignores a URL's parameters, so ``.../prefix?x=1`` + ``/data`` would
+    name the prefix itself and put the three tables in one place."""
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" in authority or "?" in url or "#" in url:
+        return (
+            "the URL must not hold credentials or parameters; set them in the standard "
+            "environment variables (AWS_*, GOOGLE_*, AZURE_*)"
+        )
+    return None
+
+
 def readable_folder(root: Path) -> Path:
     """The local folder whose files a query over the store at ``root`` reads: the folder
     itself, or an object-storage store's read cache."""
@@ -83,8 +115,8 @@ def companion_folder(url: str) -> Path:
     else:
         state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         folder = Path(state) / "harvester" / "stores"
-    # readable for a human, unique per URL
-    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[1])[-60:]
+    # readable for a human (never a credential), unique per URL
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", redacted_url(url).split("://", 1)[1])[-60:]
     return folder / f"{tail}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
@@ -115,8 +147,12 @@ def mirror(table: Any, kind_folder: Path) -> dict[str, Path]:
         path, local = item
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{os.getpid()}.part")
-        with filesystem.open_input_stream(path) as source, open(tmp, "wb") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+        try:
+            with filesystem.open_input_stream(path) as source, open(tmp, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        except FileNotFoundError:  # an object the log names was lost: no copy, and the
+            tmp.unlink(missing_ok=True)  # readers' file check names it (store.verify)
+            return
         os.replace(tmp, local)
 
     if missing:

@@ -62,16 +62,19 @@ class HeldLock:
 
 
 @contextlib.contextmanager
-def hold_lock(path: Path, run_id: str) -> Iterator[LockHolder]:
-    """Hold the store's lock for the ``with`` block; StoreLockedError if another process has it."""
-    with held_lock(path, run_id) as held:
+def hold_lock(path: Path, run_id: str, store: str | None = None) -> Iterator[LockHolder]:
+    """Hold the store's lock for the ``with`` block; StoreLockedError if another process has it.
+
+    ``store`` is how messages name the store (default: the lock file's folder; a store on object
+    storage passes its URL, its lock file being in a local companion folder)."""
+    with held_lock(path, run_id, store) as held:
         yield held.holder
 
 
 @contextlib.contextmanager
-def held_lock(path: Path, run_id: str) -> Iterator[HeldLock]:
+def held_lock(path: Path, run_id: str, store: str | None = None) -> Iterator[HeldLock]:
     """:func:`hold_lock`, with the descriptor a child process may share it through."""
-    fd, me = _acquire(path, run_id)
+    fd, me = _acquire(path, run_id, store or str(path.parent))
     try:
         yield HeldLock(me, fd)
     finally:
@@ -97,7 +100,7 @@ def adopt_lock(path: Path, fd: int) -> None:
         raise StoreError(f"the store {path.parent} lock was released before it was handed over")
 
 
-def _acquire(path: Path, run_id: str) -> tuple[int, LockHolder]:
+def _acquire(path: Path, run_id: str, store: str) -> tuple[int, LockHolder]:
     host = socket.gethostname()
     for _ in range(_RACE_ROUNDS):
         try:
@@ -110,7 +113,7 @@ def _acquire(path: Path, run_id: str) -> tuple[int, LockHolder]:
             holder = _read_holder(fd)
             os.close(fd)
             raise StoreLockedError(
-                f"the store {path.parent} is locked by another harvester: {holder.describe()}"
+                f"the store {store} is locked by another harvester: {holder.describe()}"
             ) from None
         if not _same_inode(path, fd):
             os.close(fd)
@@ -120,12 +123,12 @@ def _acquire(path: Path, run_id: str) -> tuple[int, LockHolder]:
             if previous.host != host:
                 os.close(fd)
                 raise StoreLockedError(
-                    f"the store {path.parent} is locked by {previous.describe()}; it cannot be "
+                    f"the store {store} is locked by {previous.describe()}; it cannot be "
                     f"checked from {host}. If that process is gone, delete {path}"
                 )
             log.warning(
                 "recovered a stale lock on %s left by %s (the process is gone)",
-                path.parent,
+                store,
                 previous.describe(),
             )
         me = LockHolder(
@@ -139,7 +142,7 @@ def _acquire(path: Path, run_id: str) -> tuple[int, LockHolder]:
         os.pwrite(fd, payload, 0)
         os.fsync(fd)
         return fd, me
-    raise StoreLockedError(f"the store {path.parent} lock keeps changing hands; try again")
+    raise StoreLockedError(f"the store {store} lock keeps changing hands; try again")
 
 
 def _same_inode(path: Path, fd: int) -> bool:

@@ -3,7 +3,8 @@ provenance of its days in the ledger.
 
 Why it exists: the run that plans by range arithmetic needs, per store, whether derivation is
 still trusted and the longest range the server accepted (kept in ``store.json`` under
-``economy``, so a mismatch or a refused range is remembered by every later run), and, from the
+``economy``, on object storage in the companion folder's ``economy.json``, so a mismatch or a
+refused range is remembered by every later run), and, from the
 ledger, each number's share of non-empty days (its density), the days proven by additivity
 (fetched again once derivation is off) and the stored rows of a sync's lookback days. The store
 stays ignorant of HTTP and of the planner: all of this is plain values.
@@ -25,6 +26,10 @@ from harvester.store import schema as s
 from harvester.store.views import connect_base, retry_read
 
 ECONOMY_KEY = "economy"  # the key of store.json that holds the economy state
+# A store on object storage keeps it in its local companion folder, beside its quota state
+# (harvester.store.location): per machine, and a mismatch found on another machine is found
+# again here by the same check.
+ECONOMY_FILE = "economy.json"
 # Provenance kinds as the ledger spells them (harvester.economy.Kind's values; NULL: fetched).
 KINDS = ("fetched", "empty", "derived", "unchanged")
 BY_ADDITIVITY = ("derived", "unchanged")
@@ -33,9 +38,17 @@ _ROW_COLUMNS = (
 )
 
 
+def _economy_file(root: Path) -> tuple[Path, bool]:
+    """The file holding the economy state, and whether it is the companion folder's own."""
+    layout = s.Layout(root)
+    if layout.url is None:
+        return layout.store_file, False
+    return layout.root / ECONOMY_FILE, True
+
+
 def load_economy(root: Path) -> dict[str, Any]:
     """The ``economy`` object of ``store.json`` (empty: nothing learnt yet)."""
-    path = Path(root) / s.STORE_FILE
+    path, _ = _economy_file(root)
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -48,9 +61,13 @@ def save_economy(root: Path, state: Mapping[str, object]) -> None:
     """Merge ``state`` into ``store.json``'s ``economy`` object, atomically (under the lock)."""
     from harvester.store.files import fsync_dir, temp_path
 
-    path = Path(root) / s.STORE_FILE
+    path, companion = _economy_file(root)
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        if not companion:
+            raise StoreError(f"{path} is unreadable: {exc}") from None
+        info = {}  # nothing learnt yet on this machine
     except (OSError, ValueError) as exc:
         raise StoreError(f"{path} is unreadable: {exc}") from None
     info[ECONOMY_KEY] = {**info.get(ECONOMY_KEY, {}), **state}

@@ -180,7 +180,9 @@ def from_epoch_day(days: int) -> dt.date:
     return dt.date.fromordinal(days + _EPOCH_ORDINAL)
 
 
-# The ledger's latest record per job (its current state), as a DuckDB QUALIFY clause.
+# The ledger's latest record per job (its current state) is the one with the highest ``seq``:
+# here as a DuckDB QUALIFY clause selecting those rows; aggregations that need only a few of its
+# fields take them with ``arg_max(field, seq)`` (the job index, compaction).
 LATEST_RECORD_SQL = "QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1"
 
 
@@ -194,6 +196,13 @@ def job_key(phone: str, period: dt.date) -> str:
     return f"{phone}/{period.isoformat()}"
 
 
+# The same two rules as DuckDB expressions over a relation's ``phone``, ``period`` and
+# ``window_start`` columns, for writes that stay in SQL (``harvester migrate``); a test holds
+# them equal to the functions above.
+MONTH_SQL = "strftime(window_start, '%Y-%m')"
+JOB_KEY_SQL = "phone || '/' || strftime(period, '%Y-%m-%d')"
+
+
 def seq_of(batch_id: int, position: int) -> int:
     return (batch_id << SEQ_BITS) | position
 
@@ -203,15 +212,15 @@ class Layout:
 
     The table layer speaks URIs and storage options only (``table_uri``). For a store on object
     storage (``url``), ``root`` is its local companion folder (lock, quota state, read cache:
-    :mod:`harvester.store.location`) and ``name`` is the URL that messages show.
+    :mod:`harvester.store.location`) and ``name`` is the URL that messages show (redacted).
     """
 
     def __init__(self, root: Path | str, storage_options: dict[str, str] | None = None) -> None:
-        from harvester.store.location import companion_folder, object_url
+        from harvester.store.location import companion_folder, object_url, redacted_url
 
         self.url = object_url(root)
         self.root = companion_folder(self.url) if self.url else Path(root).absolute()
-        self.name = self.url or str(self.root)
+        self.name = redacted_url(self.url) if self.url else str(self.root)
         self.data = self.root / DATA_DIR
         self.raw = self.root / RAW_DIR
         self.ledger = self.root / LEDGER_DIR

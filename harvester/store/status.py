@@ -55,9 +55,12 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class StoreStatus:
-    """A store's content in numbers; ``files``/``bytes`` are keyed data, raw, ledger."""
+    """A store's content in numbers; ``files``/``bytes`` are keyed data, raw, ledger.
 
-    path: Path
+    ``path`` names the store as the user gave it: its folder, or the URL of a store on object
+    storage (redacted), never that store's local companion folder."""
+
+    path: str
     grain: str | None
     jobs_done: int = 0
     jobs_failed: int = 0
@@ -176,7 +179,7 @@ def store_status(
         for phone, done, failed, _, rows, first, last_day, fetched, _ in phones_raw
     )
     return StoreStatus(
-        path=layout.root,
+        path=layout.name,
         grain=grain,
         jobs_done=sum(p.jobs_done for p in phones),
         jobs_failed=sum(p.jobs_failed for p in phones),

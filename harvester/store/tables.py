@@ -18,9 +18,7 @@ import contextlib
 import errno
 import logging
 import os
-import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,8 @@ from urllib.parse import unquote
 from harvester import __version__
 from harvester.errors import StoreError
 from harvester.store import schema as s
-from harvester.store.location import CACHE_DIR, mirror, one_line
+from harvester.store.location import CACHE_DIR, mirror, one_line, url_problem
+from harvester.store.parquet_files import Journal, clean_unfinished, target
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -44,19 +43,6 @@ APP_ID = "harvester"
 # file just before a vacuum removed it fails with a vanished file; the harvester's readers retry
 # with the new version's list (views.retry_read), as they did around compaction before.
 VACUUM_RETENTION_HOURS = 0
-# A file a writer of the table makes is named ``part-00000-<uuid>-c000.zstd.parquet`` (delta-rs's
-# naming); only a file so named that no version names can be a writer's uncommitted output. A
-# copy a sync client or a restore leaves (``... (copy).parquet``) never matches: it is a stray,
-# for ``harvester verify`` to list, never deleted.
-WRITER_FILE = re.compile(
-    r"part-[0-9]{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-c[0-9]{3}"
-    r"\.[a-z0-9]+\.parquet"
-)
-# On object storage no lock spans machines: another machine's writer may have written the files
-# of a commit it has not made yet. Its files wait seconds for their commit; an hour is beyond any
-# flush or compaction (delta-rs's own default retention is a week). On local disk the store's
-# lock excludes every other writer, so a file no version names is a dead writer's, whatever age.
-UNCOMMITTED_AGE_OBJECT_STORE_SECONDS = 3600.0
 # Room a commit needs beyond its rows: the log entry, a checkpoint every 100 commits, Parquet
 # footers. A write is refused (ENOSPC) before delta-rs starts it when the disk has less free
 # than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
@@ -94,12 +80,6 @@ class FileInfo:
     size: int
     rows: int
     month: str | None
-
-
-def _writer_properties() -> Any:
-    from deltalake import WriterProperties
-
-    return WriterProperties(compression="ZSTD")  # s.COMPRESSION
 
 
 def _commit(batch: int | None, operation: str, *, txn: bool = False) -> Any:
@@ -147,6 +127,9 @@ class Tables:
                 f"store.path {root}: the Delta Lake writer (delta-rs) cannot use a folder whose "
                 "path holds '[' or ']': rename or move the folder"
             )
+        problem = None if self.layout.url is None else url_problem(self.layout.url)
+        if problem is not None:
+            raise StoreError(f"store.path {self.layout.name}: {problem}")
         return self.layout.table_uri(kind)
 
     def forget(self) -> None:
@@ -159,7 +142,7 @@ class Tables:
         if table is None:
             table = self.open(kind)
             if table is None:
-                raise StoreError(f"store.path {self.layout.root} has no {kind} table")
+                raise StoreError(f"store.path {self.layout.name} has no {kind} table")
             self._handles[kind] = table
         return table
 
@@ -208,6 +191,16 @@ class Tables:
             raise StoreError(
                 f"cannot read the {kind} table of {self.layout.name}: {one_line(exc)}"
             ) from None
+
+    def active_paths(self, kind: str) -> list[str]:
+        """The current version's files, relative to the table (nothing is downloaded)."""
+        import pyarrow as pa
+
+        table = self.open(kind)
+        if table is None:
+            return []
+        actions = pa.table(table.get_add_actions(flatten=True))
+        return [unquote(path) for path in actions.column("path").to_pylist()]
 
     def file_infos(self, kind: str) -> list[FileInfo]:
         """The current version's files with their sizes, row counts and partitions."""
@@ -314,130 +307,116 @@ class Tables:
                 raise_if_key_not_exists=False,  # the harvester.* properties
             )
 
-    def append(self, kind: str, rows: pa.Table, batch: int, *, txn: bool = True) -> None:
+    def append(
+        self, kind: str, rows: pa.Table | pa.RecordBatchReader, batch: int, *, txn: bool = True
+    ) -> None:
         """One commit adding ``rows`` (possibly none: then only the transaction identifier)."""
-        from deltalake import write_deltalake
-
         self.ensure_space(rows)
-        self._redo_lost(
-            kind,
-            lambda: write_deltalake(
-                self.handle(kind),
-                rows,
-                mode="append",
-                partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-                writer_properties=_writer_properties(),
-                commit_properties=_commit(batch, "flush", txn=txn),
-            ),
-        )
+        self._commit_files(kind, rows, None, batch, "flush", txn=txn)
 
     def replace(
-        self, kind: str, rows: pa.Table, predicate: str, batch: int, operation: str
+        self,
+        kind: str,
+        rows: pa.Table | pa.RecordBatchReader,
+        predicate: str,
+        batch: int,
+        operation: str,
     ) -> None:
-        """One commit removing the rows ``predicate`` matches and adding ``rows`` (which must
-        all match it): Delta's overwrite with a predicate (replaceWhere)."""
-        from deltalake import write_deltalake
-
+        """One commit removing the rows ``predicate`` matches and adding ``rows`` (which should
+        all match it): what Delta's overwrite with a predicate (replaceWhere) does."""
         self.ensure_space(rows)
-        self._redo_lost(
-            kind,
-            lambda: write_deltalake(
-                self.handle(kind),
-                rows,
-                mode="overwrite",
-                predicate=predicate,
-                partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-                writer_properties=_writer_properties(),
-                commit_properties=_commit(batch, operation, txn=operation == "flush"),
-            ),
-        )
+        self._commit_files(kind, rows, predicate, batch, operation, txn=operation == "flush")
 
-    def _redo_lost(self, kind: str, write: Callable[[], object]) -> None:
-        """Run ``write`` (one commit); if another writer committed that version first
-        (``CommitFailedError``: a conditional put lost on object storage), re-read the table and
-        redo it on the new version. Only an Arrow table can be written twice (a stream is
-        consumed): callers streaming rows hold the lock and meet no rival."""
-        from deltalake.exceptions import CommitFailedError
-
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                write()
-                return
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.info("a concurrent commit won on the %s table: redoing this one", kind)
-                self._handles.pop(kind, None)
-
-    def overwrite(self, kind: str, rows: Any, batch: int, operation: str) -> None:
+    def overwrite(
+        self, kind: str, rows: pa.Table | pa.RecordBatchReader, batch: int, operation: str
+    ) -> None:
         """One commit replacing the whole table by ``rows`` (an Arrow table or stream)."""
-        from deltalake import write_deltalake
-
         self.ensure_space(rows)
-        write_deltalake(
-            self.handle(kind),
-            rows,
-            mode="overwrite",
-            partition_by=[s.PARTITION_KEY] if kind in s.PARTITIONED else None,
-            writer_properties=_writer_properties(),
-            commit_properties=_commit(batch, operation),
-        )
+        self._commit_files(kind, rows, "true", batch, operation, txn=False)
 
     def delete(self, kind: str, predicate: str, batch: int, operation: str) -> None:
         """One commit deleting the rows ``predicate`` matches (no commit if none matches)."""
         self.ensure_space()
-        self.handle(kind).delete(
-            predicate,
-            writer_properties=_writer_properties(),
-            commit_properties=_commit(batch, operation, txn=operation == "flush"),
-        )
+        self._commit_files(kind, None, predicate, batch, operation, txn=operation == "flush")
+
+    def _commit_files(
+        self,
+        kind: str,
+        rows: pa.Table | pa.RecordBatchReader | None,
+        predicate: str | None,
+        batch: int,
+        operation: str,
+        *,
+        txn: bool,
+    ) -> None:
+        """One commit of ``rows`` written as new files (page checksums) and of the removal of
+        the rows ``predicate`` matches (:mod:`harvester.store.commit`); none when there is
+        nothing to add or remove and no transaction identifier to record. If another writer
+        committed first and delta-rs's conflict check refuses it (``CommitFailedError``: a
+        conditional put lost on object storage, or a file it removes was removed meanwhile),
+        it is worked out again on the new version."""
+        from deltalake.exceptions import CommitFailedError
+
+        from harvester.store.commit import FileCommit
+
+        where = target(self.uri(kind), self.layout.storage_options)
+        journal = Journal(self.layout.root, kind)
+        commit = FileCommit(where, journal, rows, predicate, txn=txn)
+        try:
+            for attempt in range(1, COMMIT_ATTEMPTS + 1):
+                table = self.handle(kind)
+                try:
+                    committed = commit.attempt(table, _commit(batch, operation, txn=txn))
+                except CommitFailedError:
+                    if attempt == COMMIT_ATTEMPTS:
+                        commit.abandon()
+                        raise
+                    log.info("a concurrent commit won on the %s table: redoing this one", kind)
+                    self._handles.pop(kind, None)
+                    continue
+                if committed:
+                    try:  # unlike delta-rs's own writes, this one leaves the open table behind
+                        table.update_incremental()
+                    except write_errors():  # committed all the same: the next use reopens it
+                        self._handles.pop(kind, None)
+                return
+        finally:
+            journal.close()
 
     def vacuum(self, kind: str) -> int:
-        """Delete the files no current version needs (removed by a commit); returns how many.
+        """Delete the files no current version needs (removed by a commit, or written for a
+        commit a killed writer never made: :class:`~harvester.store.parquet_files.Journal`);
+        returns how many. Only under the store's lock, with no commit under way.
 
         Files that are not the table's (a user's copy, a stray file) are never touched.
         """
         if not self.exists(kind):
             return 0
         self.ensure_space()
-        removed = self.handle(kind).vacuum(
+        table = self.handle(kind)
+        removed = table.vacuum(
             retention_hours=VACUUM_RETENTION_HOURS,
             dry_run=False,
             enforce_retention_duration=False,
             commit_properties=_commit(None, "vacuum"),
         )
-        return len(removed)
+        where = target(self.uri(kind), self.layout.storage_options)
+        return len(removed) + clean_unfinished(self.layout.root, kind, where, _active_paths(table))
 
     def sweep_uncommitted(self, kind: str) -> int:
-        """Delete the files a writer wrote but never committed (kill -9 between its files and
-        its commit); returns how many. Only under the store's lock, with no write in flight.
-
-        No version of the table ever named them, so no reader can be reading them; left alone,
-        a plain Parquet reader of the folder would count their rows as well.
-        """
+        """Delete the files a killed writer of this machine wrote for a commit it never made
+        (named in its journal); returns how many. Only under the store's lock, with no commit
+        under way: taking the lock does it, so a plain Parquet reader of the folder is exact
+        again even when the next run commits nothing."""
         table = self.open(kind)
         if table is None:
             return 0
-        unnamed = table.vacuum(
-            retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True
+        return clean_unfinished(
+            self.layout.root,
+            kind,
+            target(self.uri(kind), self.layout.storage_options),
+            _active_paths(table),
         )
-        candidates = [path for path in unnamed if WRITER_FILE.fullmatch(path.rsplit("/", 1)[-1])]
-        if not candidates:
-            return 0
-        filesystem = table.to_pyarrow_dataset().filesystem
-        cutoff = time.time()
-        if self.layout.url is not None:
-            cutoff -= UNCOMMITTED_AGE_OBJECT_STORE_SECONDS
-        removed = 0
-        for info in filesystem.get_file_info(candidates):
-            if info.mtime is not None and info.mtime.timestamp() > cutoff:
-                continue  # object storage: possibly another writer's commit in the making
-            with contextlib.suppress(FileNotFoundError):
-                filesystem.delete_file(info.path)
-                removed += 1
-        if removed:
-            log.info("deleted %d uncommitted file(s) a stopped writer left in %s", removed, kind)
-        return removed
 
     def tidy_log(self, kind: str) -> None:
         """Write a checkpoint of the current version and delete the log entries before it."""
@@ -453,6 +432,14 @@ class Tables:
             )
         table.create_checkpoint()
         table.cleanup_metadata()
+
+
+def _active_paths(table: DeltaTable) -> set[str]:
+    """The relative paths of the files the table's current version holds."""
+    import pyarrow as pa
+
+    paths = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+    return {unquote(path) for path in paths}
 
 
 def _local(uri: str) -> str:

@@ -6,18 +6,23 @@ would otherwise go unnoticed (the ledger still says "done", so no pull fetches t
 surface as an engine error naming no file. Three levels of checking, by cost:
 
 * :func:`quick_problems` (every command): each file the tables name exists and has the size the
-  log recorded (one ``stat`` per file, ~10 ms on 1,100 files). Local stores only.
+  log recorded (one ``stat`` per file, ~10 ms on 1,100 files). On object storage the same of
+  the read cache's copies, made when an object is first read (a lost object gets none).
 * :func:`find_damage` (after a read failed): the quick check, then every file read whole, so the
   one-line error names the file instead of the engine's message.
 * :func:`verify_store` (``harvester verify``): every file read whole with Parquet page checksums
-  verified where the file has them, its row count and column bounds against the log, rows per job
-  against the ledger, the grain of every job, and the files in the tables' folders that are no
-  part of any table (copies, stray Parquet, editor leftovers: never read, only listed).
+  verified (every file the harvester writes has them: :mod:`harvester.store.parquet_files`), its
+  row count and column bounds against the log, rows per job against the ledger, the grain of
+  every job, and the files in the tables' folders that are no part of any table (copies, stray
+  Parquet, editor leftovers: never read, only listed). On object storage the read cache is
+  dropped first, so the objects themselves are read, not copies made before a damage.
 
 Repairing (``repair=True``, under the store's lock) never deletes a file: unreadable files and
-strays are moved into ``<store>/quarantine/<UTC time>/``; the moved files' actions are removed from
+strays are moved into ``<store>/quarantine/<UTC time>/`` (on object storage the same prefix below
+the store's URL: :mod:`harvester.store.store_files`); the moved files' actions are removed from
 their tables (Delta's FSCK, one commit); then every job whose rows disagree with its ledger
 record loses both (one delete commit per table), so the next pull or sync fetches it again.
+Problems name a file by its local path, or on object storage by its object's URL.
 """
 
 from __future__ import annotations
@@ -28,18 +33,19 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import duckdb
 
 from harvester.errors import StoreDamagedError
 from harvester.jobs import Grain
 from harvester.store import schema as s
+from harvester.store.location import CACHE_DIR
+from harvester.store.store_files import key_of, move_aside, strays
 from harvester.store.tables import FileInfo, Tables, in_list, sql_string
 
 QUARANTINE_DIR = "quarantine"
-_LOG_DIR = "_delta_log"
 # DuckDB's errors that a damaged or missing Parquet file raises; a bare duckdb.Error is its
 # "don't know what type" on a garbled page. Others (a user's SQL error) are not about files.
 _DAMAGE_ERRORS = (
@@ -60,8 +66,9 @@ class FileProblem:
     """A file a table's current version names that is missing or does not read back."""
 
     table: str
-    path: str
+    path: str  # where it is: a local file, or an object's URL
     problem: str
+    key: str = ""  # its place below the store, ``<table>/<path in the table>`` (what moves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +82,10 @@ class JobProblem:
 
 @dataclass(frozen=True, slots=True)
 class RepairResult:
-    """What ``repair`` changed: files moved aside (where to), jobs set to be fetched again."""
+    """What ``repair`` changed: files moved aside (where to: a folder, or a URL on object
+    storage), jobs set to be fetched again."""
 
-    folder: Path | None
+    folder: str | None
     moved: tuple[str, ...]
     refetch: int
 
@@ -86,7 +94,7 @@ class RepairResult:
 class VerifyReport:
     """Everything :func:`verify_store` found; ``damaged`` decides the exit code."""
 
-    path: Path
+    path: str  # the store's folder, or its URL (redacted) on object storage
     grain: str | None
     files_checked: int = 0
     files: tuple[FileProblem, ...] = ()
@@ -111,14 +119,23 @@ def _local(info: FileInfo) -> bool:
 
 
 def quick_problems(tables: Tables) -> list[FileProblem]:
-    """Files the tables name that are missing or not of the size the log recorded (local)."""
+    """Files the tables name that are missing or not of the size the log recorded (on object
+    storage: their copies in the read cache, made when first read; a lost object has none)."""
     problems = []
     for kind in s.KINDS:
         for info in tables.file_infos(kind):
             problem = _stat_problem(info)
             if problem:
-                problems.append(FileProblem(kind, info.uri, problem))
+                problems.append(_problem(tables, kind, info, problem))
     return problems
+
+
+def _problem(tables: Tables, kind: str, info: FileInfo, problem: str) -> FileProblem:
+    """The problem named by the file's place: the local file, or on object storage the object
+    (never the read cache's copy)."""
+    key = f"{kind}/{unquote(info.path)}"
+    url = tables.layout.url
+    return FileProblem(kind, f"{url}/{key}" if url else info.uri, problem, key)
 
 
 def _stat_problem(info: FileInfo) -> str | None:
@@ -167,7 +184,7 @@ def find_damage(tables: Tables) -> list[FileProblem]:
         for info in tables.file_infos(kind):
             problem = read_problem(info)
             if problem:
-                problems.append(FileProblem(kind, info.uri, problem))
+                problems.append(_problem(tables, kind, info, problem))
         if problems:
             return problems
     return problems
@@ -242,6 +259,8 @@ def verify_store(
     from harvester.store.format import check_table_metadata, record_table_metadata
 
     layout = tables.layout
+    if layout.url is not None:  # check the objects, not copies read before a damage
+        shutil.rmtree(layout.root / CACHE_DIR, ignore_errors=True)
     if not repair or lock is None:
         return _check(layout, tables, grain, check_table_metadata(tables, grain))
     with lock():
@@ -250,8 +269,9 @@ def verify_store(
                 tables.vacuum(kind)
         tables.forget()
         report = _check(layout, tables, grain, check_table_metadata(tables, grain))
-        folder = layout.root / QUARANTINE_DIR / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        moved = _move_aside(layout, tables, report, folder)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        folder = f"{layout.url or layout.root}/{QUARANTINE_DIR}/{stamp}"
+        moved = _move_aside(layout, tables, report, f"{QUARANTINE_DIR}/{stamp}")
         tables.forget()
         refetch = _forget_jobs(tables, grain)
         if grain is not None:
@@ -287,18 +307,18 @@ def _check(layout: s.Layout, tables: Tables, grain: Grain | None, meta: list[str
             checked += 1
             problem = _stat_problem(info) or read_problem(info, stats)
             if problem:
-                files.append(FileProblem(kind, info.uri, problem))
+                files.append(_problem(tables, kind, info, problem))
             else:
                 good[kind].append(info.uri)
     jobs = [JobProblem(*row) for row in _job_problems(good, grain)]
     return VerifyReport(
-        path=layout.root,
+        path=layout.name,
         grain=grain.value if grain else None,
         files_checked=checked,
         files=tuple(files),
         jobs=tuple(jobs),
         metadata=tuple(meta),
-        strays=tuple(str(p) for p in strays(layout, tables)),
+        strays=tuple(strays(layout, {kind: tables.active_paths(kind) for kind in s.KINDS})),
     )
 
 
@@ -319,30 +339,17 @@ def _infos_with_stats(tables: Tables, kind: str) -> list[tuple[FileInfo, dict[st
     return [(info, by_path.get(info.path, {})) for info in infos]
 
 
-def strays(layout: s.Layout, tables: Tables) -> list[Path]:
-    """Files inside the tables' folders that no table's current version names (local only)."""
-    found: list[Path] = []
-    for kind in s.KINDS:
-        folder = layout.root / kind
-        if not folder.is_dir():
-            continue
-        active = {Path(info.uri) for info in tables.file_infos(kind)}
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = [d for d in dirnames if not (dirpath == str(folder) and d == _LOG_DIR)]
-            found.extend(
-                Path(dirpath, name) for name in filenames if Path(dirpath, name) not in active
-            )
-    return sorted(found)
-
-
 # Per job: rows stored (readable files only) against the latest done ledger record; the grain.
-_JOBS_SQL = """
+_JOBS_SQL = (
+    """
 WITH d AS (
     SELECT phone, period, count(*) AS n, min(fetch_id) AS f1, max(fetch_id) AS f2
     FROM {data} GROUP BY phone, period
 ), l AS (
     SELECT phone, period, rows, fetch_id FROM {ledger} WHERE state = 'done'
-    QUALIFY row_number() OVER (PARTITION BY phone, period ORDER BY seq DESC) = 1
+    """
+    + s.LATEST_RECORD_SQL
+    + """
 )
 SELECT phone, period,
        CASE WHEN l.rows IS NULL THEN format('{{}} rows stored but no done fetch in the ledger', d.n)
@@ -358,6 +365,7 @@ SELECT DISTINCT phone, period, 'a period that is not a {grain} of this store'
 FROM {ledger} WHERE {off_grain}
 ORDER BY phone, period
 """
+)
 
 _OFF_GRAIN = {
     Grain.DAY: "false",
@@ -389,18 +397,12 @@ def _job_problems(good: dict[str, list[str]], grain: Grain | None) -> list[tuple
 # -- repairing ---------------------------------------------------------------------------------
 
 
-def _move_aside(layout: s.Layout, tables: Tables, report: VerifyReport, folder: Path) -> list[str]:
-    """Move unreadable files and strays into ``folder`` (keeping their place below the store)
-    and remove the moved or missing files' actions from their tables."""
-    moved: list[str] = []
-    sources = [Path(p.path) for p in report.files] + [Path(p) for p in report.strays]
-    for source in sources:
-        if not source.exists():
-            continue
-        target = folder / source.relative_to(layout.root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(source, target)
-        moved.append(str(target))
+def _move_aside(layout: s.Layout, tables: Tables, report: VerifyReport, aside: str) -> list[str]:
+    """Move unreadable files and strays to ``aside`` below the store (keeping their place below
+    it: ``quarantine/<time>/data/month=.../part-...``) and remove the moved or missing files'
+    actions from their tables. Returns where each went."""
+    keys = [p.key for p in report.files] + [key_of(layout, path) for path in report.strays]
+    moved = move_aside(layout, keys, aside)
     from harvester.store.tables import _commit
 
     for kind in sorted({p.table for p in report.files}):

@@ -299,7 +299,7 @@ class StoreWriter:
 
     def _write_error(self, exc: BaseException) -> StoreWriteError:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return StoreWriteError(f"cannot write to the store {self._tables.layout.root}: {first}")
+        return StoreWriteError(f"cannot write to the store {self._tables.layout.name}: {first}")
 
     def close(self) -> FlushResult:
         """Flush what is buffered; later ``record_*`` calls raise StoreError."""

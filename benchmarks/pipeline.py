@@ -24,10 +24,12 @@ files piled up, i.e. from ~32,000 jobs on):
   ``elapsed_seconds`` of the JSON summary: without start-up and final compaction);
 - ``CPU ms/job``: the pull process's user + system CPU (``wait4`` rusage: its compaction child
   included) / jobs;
-- ``peak RSS``: the pull process's own high-water mark (``VmHWM`` in ``/proc/<pid>/status``,
-  polled every 0.25 s until it exits; the whole ``VmRSS`` timeline is left in ``rss.tsv`` by the
-  store); ``child MB``: the same of the compaction child a pull starts at its end (0: none);
-  ``tree MB``: ``wait4``'s ``ru_maxrss``, the largest of the two;
+- ``peak RSS``: the pull process's own high-water mark: ``wait4``'s ``ru_maxrss`` when it
+  started no child, else its ``VmHWM`` polled from ``/proc/<pid>/status`` every 0.25 s until it
+  exits (which may miss its last quarter second: 2 MB at 10,000 jobs); the whole ``VmRSS``
+  timeline is left in ``rss.tsv`` by the store; ``child MB``: the polled ``VmHWM`` of the
+  compaction child a pull starts at its end (0: none); ``tree MB``: ``wait4``'s ``ru_maxrss``,
+  the larger of the two;
 - ``sim CPU``: the simulator process's CPU over the same wall time, as a share of one core;
   ``machine busy``: both cores' busy share from ``/proc/stat``; ``other load``: cores busy with
   neither process (this machine is shared: read the figures of a run with little of it). The
@@ -230,7 +232,8 @@ def run_one(jobs: int, work: Path, run: Settings, profile: Path | None = None) -
         run_jobs_per_second=done / run_seconds if run_seconds else 0.0,
         cpu_seconds=cpu,
         cpu_ms_per_job=1000 * cpu / max(1, done),
-        peak_rss_mb=peaks["pull"] or usage.ru_maxrss / 1024,
+        # wait4's is exact but the larger of the pull and its child: sampled when a child ran
+        peak_rss_mb=peaks["pull"] if peaks["child"] else usage.ru_maxrss / 1024,
         child_peak_rss_mb=peaks["child"],
         tree_peak_rss_mb=usage.ru_maxrss / 1024,
         sim_cpu_share=sim_seconds / wall,

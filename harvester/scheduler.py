@@ -58,6 +58,7 @@ from harvester.plan import LedgerLookup, Plan, count, economy_applies
 from harvester.progress import NullProgress, ProgressSink
 from harvester.retrying import Backoff
 from harvester.store import Store, StoreWriter
+from harvester.store.compact_child import ChildNotStarted
 from harvester.storm import STORM_AFTER, STORM_PAUSE_CAP_SECONDS, STORM_PAUSE_SECONDS, StormPolicy
 from harvester.summary import RunSummary, new_run_id
 
@@ -157,7 +158,11 @@ async def harvest(
         if summary.stopped is None and config.store.auto_compact and store.needs_compaction():
             # in a child process sharing the lock: the compaction's memory (DuckDB, the tables'
             # file lists; ~130 MB at 100,000 jobs) is not added to the pull's resident set
-            await asyncio.to_thread(store.compact_in_child)
+            try:
+                await asyncio.to_thread(store.compact_in_child)
+            except ChildNotStarted as exc:
+                log.warning("%s; compacting in this process", exc)
+                await asyncio.to_thread(store.compact)
     return summary
 
 

@@ -33,7 +33,7 @@ from harvester.store.lock import hold_lock
 from tests.support import assert_store_matches_truth, cli_env, write_config
 from tests.test_store_compact import SNAPSHOT, file_counts, job_of, query, record
 
-CHILD_MODULE = "harvester.store.compact_child"
+CHILD_MODULE = "harvester.store.compactor"
 
 
 def _fill(root: Path, flushes: int = 8) -> Store:
@@ -208,13 +208,18 @@ def test_the_lock_outlives_the_parent_while_a_child_holding_it_lives(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("child", [True, False])
 def test_a_pull_compacts_at_its_end_in_a_child(
     tmp_path: Path,
     simulator: SimulatorServer,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    child: bool,
 ) -> None:
+    """... or in its own process when it cannot start one (an embedded interpreter)."""
     monkeypatch.setattr(compact_module, "COMPACT_FILES_THRESHOLD", 4)
+    if not child:
+        monkeypatch.setattr(sys, "executable", "")
     start, end = dt.date(2024, 3, 1), dt.date(2024, 3, 12)
     phones = [*simulator.settings.phones, "ALL"]
     path = write_config(tmp_path, simulator, start=start, end=end, flush_jobs=4)
@@ -223,22 +228,11 @@ def test_a_pull_compacts_at_its_end_in_a_child(
     with caplog.at_level(logging.INFO, logger="harvester"):
         summary = asyncio.run(harvest(config, plan))
     assert summary.exit_code == 0
-    assert any("in a child process, peak RSS" in r.message for r in caplog.records)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert ("in a child process, peak RSS" in said) is child
+    assert ("compacting in this process" in said) is not child
     store = Path(config.store.path)
     data_files = [p for p in (store / "data").rglob("*.parquet") if "_delta_log" not in p.parts]
     assert len(data_files) == len({p.parent for p in data_files})  # one per partition
     assert_store_matches_truth(store, simulator, phones, start, end)
     assert not (store / "harvester.lock").exists()
-
-
-def test_without_a_child_process_the_pull_compacts_in_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = _fill(tmp_path / "store")
-    before = query(store.path, SNAPSHOT)
-    monkeypatch.setattr(sys, "executable", "")  # an embedded interpreter: nothing to start
-    with caplog.at_level(logging.WARNING, logger="harvester"), store.lock("pull"):
-        result = store.compact_in_child()
-    assert result.batch_id is not None and not store.needs_compaction()
-    assert query(store.path, SNAPSHOT) == before
-    assert any("compacting in this process" in r.message for r in caplog.records)

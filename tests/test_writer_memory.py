@@ -13,7 +13,7 @@ import tracemalloc
 from pathlib import Path
 
 from harvester.store import schema as s
-from harvester.store.writer import _StoredMonths
+from harvester.store.stored_months import StoredMonths
 from tests.test_store import day_job, flow, meta, new_store, reply
 
 D0 = dt.date(2024, 1, 30)
@@ -37,7 +37,7 @@ def test_a_job_fetched_again_by_the_same_writer_replaces_its_rows(tmp_path: Path
 
 def test_what_a_writer_remembers_takes_bytes_per_day_not_a_dict_entry_per_job() -> None:
     rng = random.Random(7)
-    stored = _StoredMonths()
+    stored = StoredMonths()
     phones = [f"61755501{i:02d}" for i in range(4)]
     start = dt.date(2000, 1, 1)
     days = [start + dt.timedelta(days=d) for d in range(25_000)]

@@ -276,9 +276,8 @@ class Store:
 
     @contextlib.contextmanager
     def adopted_lock(self, fd: int, run_id: str) -> Iterator[None]:
-        """Act under the lock another process holds and handed to this one as ``fd`` (a
-        compaction child, see :mod:`harvester.store.compact_child`); StoreError if ``fd`` does
-        not hold it. Nothing is repaired, vacuumed or released here: the holder does that."""
+        """Act under the lock another process holds and handed over as ``fd`` (StoreError if it
+        does not); nothing is repaired, vacuumed or released here (:mod:`.compact_child`)."""
         adopt_lock(self._layout.lock_file, fd)
         self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
         self._tables.forget()
@@ -363,33 +362,23 @@ class Store:
             return result
 
     def compact_in_child(self) -> CompactionResult:
-        """:meth:`compact` in a child process that shares this object's lock, so that the
-        compaction's memory is the child's, not the caller's (a pull compacting at its end).
-        Blocking; StoreError if the child fails or is killed (the store stays consistent: each
-        step of a compaction is one commit). See :mod:`harvester.store.compact_child`."""
-        from harvester.store.compact_child import ChildNotStarted, compact_in_child
+        """:meth:`compact` in a child process sharing this object's lock, its memory not added
+        to the caller's; ChildNotStarted if none can be started (:mod:`.compact_child`)."""
+        from harvester.store.compact_child import compact_in_child
 
         self._require_lock("compact")
         assert self._lock_fd is not None and self._run_id is not None
+        done = False
         try:
             with self._write_mutex:
-                done = False
-                try:
-                    result = compact_in_child(
-                        self._layout.name, self._layout.storage_options, self._lock_fd, self._run_id
-                    )
-                    done = True
-                    return result
-                finally:
-                    # the child may have committed: this object's open tables and batch ids are
-                    # stale (a vacuum through a stale table would delete the child's new files)
-                    self._tables.forget()
-                    self._next_batch, self._index = None, None
-                    # the child vacuumed after its last commit; if it did not finish, release does
-                    self._committed = not done
-        except ChildNotStarted as exc:
-            log.warning("%s; compacting in this process", exc)
-            return self.compact()
+                options, fd = self._layout.storage_options, self._lock_fd
+                result = compact_in_child(self._layout.name, options, fd, self._run_id)
+                done = True
+                return result
+        finally:  # stale after the child's commits: a vacuum through them would delete its files
+            self._tables.forget()
+            self._next_batch, self._index = None, None
+            self._committed = not done  # the child vacuumed, unless it did not finish
 
     def needs_compaction(self) -> bool:
         """Whether enough small files piled up for :meth:`compact` to pay off."""

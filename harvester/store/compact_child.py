@@ -1,4 +1,5 @@
-"""A pull's closing compaction in a child process, under the lock the pull holds.
+"""A pull's closing compaction in a child process, under the lock the pull holds: the parent's
+side (the child's is :mod:`harvester.store.compactor`).
 
 Why a child: a compaction loads DuckDB, its sorts and three tables' file lists, ~130-180 MB on
 top of the pull's own resident set at 100,000 jobs (peak 414-427 MB against ~285 MB for the
@@ -32,28 +33,21 @@ parent's stderr.
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
 import json
 import logging
 import os
-import resource
-import signal
 import subprocess
 import sys
 from typing import Any
 
-from harvester.errors import HarvesterError, StoreError
+from harvester.errors import StoreError
 from harvester.store.compact import CompactionResult
 
 log = logging.getLogger("harvester")
 
-# prctl(2): deliver this signal to the child when the thread that spawned it exits.
-_PR_SET_PDEATHSIG = 1
-# ru_maxrss is in KiB on Linux, in bytes on macOS.
-_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
-# The signals a child ignores (what the scheduler's stop handlers catch in the parent).
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The child's entry point (run with ``python -m``; it imports the store, which this module must
+# not: the store imports this one).
+CHILD_MODULE = "harvester.store.compactor"
 
 
 class ChildNotStarted(StoreError):
@@ -78,7 +72,7 @@ def compact_in_child(
         raise ChildNotStarted("no Python interpreter to start a compaction process with")
     try:
         child = subprocess.run(
-            [sys.executable, "-m", __name__],
+            [sys.executable, "-m", CHILD_MODULE],
             input=json.dumps(request).encode(),
             stdout=subprocess.PIPE,
             pass_fds=(lock_fd,),
@@ -107,41 +101,3 @@ def _answer(stdout: bytes) -> dict[str, Any]:
     except ValueError:
         answer = {}
     return answer if isinstance(answer, dict) else {}
-
-
-def main() -> int:
-    """The child: read the request, compact under the inherited lock, print the result."""
-    request = json.loads(sys.stdin.buffer.read())
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    _die_with(int(request["parent"]))
-    from harvester.logs import setup_logging
-
-    setup_logging()  # the parent's format and redaction; its warnings only (it logs the result)
-    logging.getLogger("harvester").setLevel(logging.WARNING)
-    from harvester.store import Store
-
-    store = Store(request["location"], request["storage_options"])
-    try:
-        with store.adopted_lock(int(request["fd"]), str(request["run_id"])):
-            result = store.compact()
-    except HarvesterError as exc:
-        print(json.dumps({"error": str(exc)}), flush=True)
-        return 1
-    answer = dataclasses.asdict(result)
-    answer["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT
-    print(json.dumps(answer), flush=True)
-    return 0
-
-
-def _die_with(parent: int) -> None:
-    """Be killed when the parent dies (Linux), and exit now if it is already gone."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it died before prctl: nobody waits for this compaction
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

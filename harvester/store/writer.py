@@ -36,7 +36,6 @@ import random
 import secrets
 import threading
 import time
-from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -50,6 +49,7 @@ from harvester.jobs import Job
 from harvester.store import schema as s
 from harvester.store.data_rows import data_table, micros
 from harvester.store.ledger import JobIndex
+from harvester.store.stored_months import StoredMonths
 from harvester.store.tables import Tables, in_list, sql_string, write_errors
 
 # A reply's rows: an Arrow table of the item columns, or those columns as Python sequences.
@@ -165,7 +165,7 @@ class StoreWriter:
         self._on_commit = on_commit
         self._index = index  # the ledger when the writer started
         # the month of the rows this writer stored for each job (a later fetch replaces them)
-        self._stored = _StoredMonths()
+        self._stored = StoredMonths()
         self._pending: tuple[int, list[_Entry]] | None = None  # a batch whose rows failed
         self._lock = threading.Lock()
         self._buffer = _Buffer()
@@ -391,42 +391,6 @@ class StoreWriter:
             return stored
         window = self._index.done_window(job.key)
         return None if window is None else s.month_of(window[0])
-
-
-class _StoredMonths:
-    """Which month partition this writer stored each job's rows in: per phone, one month
-    number for each day of the span its jobs cover (0: none). A dict of job keys took ~160
-    bytes a job, 16 MB of a 100,000-job pull's resident set; this takes 4 bytes a day."""
-
-    __slots__ = ("_phones",)
-
-    def __init__(self) -> None:
-        self._phones: dict[str, tuple[int, array[int]]] = {}
-
-    def get(self, phone: str, period: dt.date) -> str | None:
-        span = self._phones.get(phone)
-        if span is None:
-            return None
-        base, months = span
-        at = period.toordinal() - base
-        code = months[at] if 0 <= at < len(months) else 0
-        return f"{code // 12:04d}-{code % 12 + 1:02d}" if code else None  # as s.month_of
-
-    def set(self, phone: str, period: dt.date, window_start: dt.date) -> None:
-        day = period.toordinal()
-        code = window_start.year * 12 + window_start.month - 1  # > 0 for any year from 1
-        span = self._phones.get(phone)
-        if span is None:
-            self._phones[phone] = (day, array("I", [code]))
-            return
-        base, months = span
-        if day < base:
-            months[0:0] = array("I", bytes(4 * (base - day)))
-            base = day
-            self._phones[phone] = (base, months)
-        elif day - base >= len(months):
-            months.extend(array("I", bytes(4 * (day - base - len(months) + 1))))
-        months[day - base] = code
 
 
 def repair(tables: Tables) -> int:

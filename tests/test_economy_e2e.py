@@ -85,7 +85,11 @@ def test_quarter_of_four_shapes_costs_under_065_of_day_by_day_and_stores_the_tru
         assert json.loads(status.stdout)["provenance"] == kinds
         text = run_cli(["status", "--store", str(tmp_path / "store")]).stdout
         assert f"derived {kinds['derived']:,}" in text
-        # the raw archive holds the range replies that prove the days
+        # the raw archive holds the range replies that prove the days, compaction included
+        assert unproven_days(tmp_path / "store") == []
+        compacted = run_cli(["compact", "--store", str(tmp_path / "store")])
+        assert compacted.returncode == 0, compacted.stderr
+        assert unproven_days(tmp_path / "store") == []
         mark = len(sim.log)
         again = pull(config, sim)
         assert data_requests(sim, mark) == 0 and again["done"] == 0

@@ -120,17 +120,24 @@ CREATE OR REPLACE TEMP TABLE kept_fetches AS
 SELECT DISTINCT l.fetch_id
 FROM {ledger} AS l
 JOIN jobs AS j
-    ON l.phone = j.phone AND l.period = j.period AND (l.seq = j.latest OR l.seq = j.current)
+    ON l.phone = j.phone AND l.period = j.period AND (l.seq = j.latest OR l.seq = j.current);
+-- the fetches a later record of their job replaced: only their bodies are superseded. A body no
+-- ledger record names is kept: request economy's range replies, the proofs of empty and derived
+-- days (their ledger records name the ranges, not a fetch)
+CREATE OR REPLACE TEMP TABLE superseded_fetches AS
+SELECT DISTINCT fetch_id FROM {ledger}
+WHERE fetch_id IS NOT NULL
+  AND fetch_id NOT IN (SELECT fetch_id FROM kept_fetches WHERE fetch_id IS NOT NULL);
 """
 
-# Raw files holding a body to drop: superseded (valid, no kept record) or a second copy.
+# Raw files holding a body to drop: superseded (valid, its job's record replaced) or a second copy.
 _RAW_TO_DROP_SQL = """
 SELECT DISTINCT filename FROM (
     SELECT filename, fetch_id, quarantined,
            count(*) OVER (PARTITION BY fetch_id) AS copies
     FROM read_parquet({files}, filename = true, hive_partitioning = false)
 )
-WHERE copies > 1 OR (NOT quarantined AND fetch_id NOT IN (SELECT fetch_id FROM kept_fetches))
+WHERE copies > 1 OR (NOT quarantined AND fetch_id IN (SELECT fetch_id FROM superseded_fetches))
 """
 
 # A data partition rewritten in the views' order: by phone, then day (their filters and joins),
@@ -146,7 +153,7 @@ ORDER BY phone, window_start, application, page, form, item
 _RAW_KEPT_SQL = """
 SELECT * FROM (
     SELECT {columns}, {month} AS month FROM {source}
-    WHERE quarantined OR fetch_id IN (SELECT fetch_id FROM kept_fetches)
+    WHERE quarantined OR fetch_id NOT IN (SELECT fetch_id FROM superseded_fetches)
     QUALIFY row_number() OVER (PARTITION BY fetch_id ORDER BY batch_id DESC) = 1
 )
 ORDER BY phone, window_start, fetched_at

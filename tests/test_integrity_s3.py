@@ -27,11 +27,9 @@ from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store import Store
 from harvester.store.schema import Layout
 from harvester.store.tables import Tables
-from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, s3_server
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.support import assert_store_matches_truth, cli_env, run_cli, write_config
 from tests.test_integrity_checksums import silent_flip
-
-__all__ = ["s3_server"]  # fixtures
 
 D = dt.date
 START, END, TODAY = D(2024, 2, 27), D(2024, 3, 2), "2024-03-10"

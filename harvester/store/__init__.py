@@ -287,15 +287,14 @@ class Store:
             self._lock_depth, self._run_id, self._index = 0, None, None
 
     def _vacuum(self) -> None:
-        """Delete the files this lock's commits removed, and any a failed write of it left
-        uncommitted; a failure only postpones it."""
+        """Delete the files this lock's commits removed, and any a failed write left
+        uncommitted (:meth:`Tables.vacuum`); a failure only postpones it."""
         from harvester.store.tables import write_errors
 
         with self._write_mutex:
             for kind in s.KINDS:
                 try:
                     self._tables.vacuum(kind)
-                    self._tables.sweep_uncommitted(kind)
                 except write_errors() as exc:
                     log.warning("could not vacuum the %s table (next run will): %s", kind, exc)
 

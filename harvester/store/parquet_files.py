@@ -116,13 +116,18 @@ class Journal:
             self._handle = None
 
 
+def unfinished_journals(folder: Path, kind: str) -> list[Path]:
+    """The journals of table ``kind`` in ``folder`` that no finished commit removed."""
+    return sorted(folder.glob(f"{JOURNAL_PREFIX}{kind}-*"))
+
+
 def clean_unfinished(folder: Path, kind: str, where: Target, active: set[str]) -> int:
     """Delete the files of table ``kind`` that journals in ``folder`` name and ``active`` (the
     relative paths of the table's current version) does not; then the journals. Returns how
     many files were deleted. Only with no commit of this table under way (the store's lock and
     write mutex held)."""
     deleted = 0
-    for journal in sorted(folder.glob(f"{JOURNAL_PREFIX}{kind}-*")):
+    for journal in unfinished_journals(folder, kind):
         try:
             named = journal.read_text(encoding="utf-8").splitlines()
         except OSError:

@@ -28,7 +28,7 @@ from harvester import __version__
 from harvester.errors import StoreError
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR, mirror, one_line, url_problem
-from harvester.store.parquet_files import Journal, clean_unfinished, target
+from harvester.store.parquet_files import Journal, clean_unfinished, target, unfinished_journals
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -400,23 +400,21 @@ class Tables:
             enforce_retention_duration=False,
             commit_properties=_commit(None, "vacuum"),
         )
-        where = target(self.uri(kind), self.layout.storage_options)
-        return len(removed) + clean_unfinished(self.layout.root, kind, where, _active_paths(table))
+        return len(removed) + self._clean_unfinished(kind, table)
 
     def sweep_uncommitted(self, kind: str) -> int:
         """Delete the files a killed writer of this machine wrote for a commit it never made
         (named in its journal); returns how many. Only under the store's lock, with no commit
         under way: taking the lock does it, so a plain Parquet reader of the folder is exact
-        again even when the next run commits nothing."""
-        table = self.open(kind)
-        if table is None:
+        again even when the next run commits nothing. No journal, nothing read."""
+        if not unfinished_journals(self.layout.root, kind):
             return 0
-        return clean_unfinished(
-            self.layout.root,
-            kind,
-            target(self.uri(kind), self.layout.storage_options),
-            _active_paths(table),
-        )
+        table = self.open(kind)
+        return 0 if table is None else self._clean_unfinished(kind, table)
+
+    def _clean_unfinished(self, kind: str, table: DeltaTable) -> int:
+        where = target(self.uri(kind), self.layout.storage_options)
+        return clean_unfinished(self.layout.root, kind, where, _active_paths(table))
 
     def tidy_log(self, kind: str) -> None:
         """Write a checkpoint of the current version and delete the log entries before it."""

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 from harvester import __version__
 from harvester.errors import StoreError
+from harvester.retrying import retry_sync
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR, mirror, one_line, url_problem
 from harvester.store.parquet_files import Journal, clean_unfinished, target, unfinished_journals
@@ -43,6 +44,11 @@ APP_ID = "harvester"
 # file just before a vacuum removed it fails with a vanished file; the harvester's readers retry
 # with the new version's list (views.retry_read), as they did around compaction before.
 VACUUM_RETENTION_HOURS = 0
+# Reads of a table's log that lost a race with a writer's log clean-up (a checkpoint every 10
+# commits deletes the entries before it): a fresh read finds the new checkpoint at once; the
+# pause only spaces out a second loss. The same tries as the views' reads (views.retry_read).
+OPEN_ATTEMPTS = 5
+OPEN_RETRY_DELAY_SECONDS = 0.05
 # Room a commit needs beyond its rows: the log entry, a checkpoint every 100 commits, Parquet
 # footers. A write is refused (ENOSPC) before delta-rs starts it when the disk has less free
 # than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
@@ -160,8 +166,13 @@ class Tables:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        uri, options = self.uri(kind), self.layout.storage_options
         try:
-            return DeltaTable(self.uri(kind), storage_options=self.layout.storage_options)
+            return retry_sync(
+                lambda: DeltaTable(uri, storage_options=options),
+                attempts=OPEN_ATTEMPTS,
+                wait_for=_log_moved_wait,
+            )
         except TableNotFoundError:
             return None
         except OSError as exc:
@@ -430,6 +441,19 @@ class Tables:
             )
         table.create_checkpoint()
         table.cleanup_metadata()
+
+
+def _log_moved_wait(exc: Exception, attempt: int) -> float | None:
+    """A log entry or checkpoint that a writer's log clean-up deleted while delta-rs read the
+    log (its DeltaError "... not found") is worth reading the log again; nothing else is."""
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    moved = (
+        isinstance(exc, DeltaError)
+        and not isinstance(exc, TableNotFoundError)
+        and "not found" in str(exc).lower()
+    )
+    return OPEN_RETRY_DELAY_SECONDS * attempt if moved else None
 
 
 def _active_paths(table: DeltaTable) -> set[str]:

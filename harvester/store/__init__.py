@@ -216,7 +216,12 @@ class Store:
         """Whether there is a store here to read (a folder; on object storage, a data table)."""
         if self._layout.url is None:
             return self.path.is_dir()
-        return self._tables.exists(s.DATA_DIR)
+        from harvester.store.location import one_line
+
+        try:
+            return self._tables.exists(s.DATA_DIR)
+        except OSError as exc:  # no such bucket, no credentials, endpoint down: one line
+            raise StoreError(f"store.path {self.location}: {one_line(exc)}") from None
 
     def _probe_writable(self) -> None:
         probe = self.path / f".write-probe-{os.getpid()}{s.TMP_SUFFIX}"

@@ -1,0 +1,81 @@
+"""What a hurried new user ran into, each kept as the test that found it: the real CLI in a
+subprocess, against the simulator over loopback and the session's loopback S3 server.
+
+Every case checks the contract's rule for bad input (exit 2, one line on stderr naming the key or
+flag, nothing sent, nothing written) or that a finished command's result is what it says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harvester.simulator import SimulatorServer
+from tests.s3_server import S3Server
+from tests.support import cli_env, run_cli, write_config
+
+FORMAT1_STORE = Path(__file__).resolve().parent / "data" / "format1_store"
+DAY = dt.date(2024, 1, 1)
+
+
+def one_error_line(stderr: str, *needles: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+# -- object storage: a bucket that does not exist, credentials that cannot be found --------------
+
+
+READ_COMMANDS = [
+    ("status",),
+    ("status", "--gaps"),
+    ("query", "diagnostic_flow"),
+    ("compact",),
+    ("verify",),
+    ("export-duckdb", "{tmp}/x.duckdb"),
+    ("report", "--out", "{tmp}/r.html"),
+]
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=lambda a: "-".join(a[:2]))
+def test_read_command_on_a_missing_bucket_is_one_line(
+    args: tuple[str, ...], s3_server: S3Server, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``--store s3://no-such-bucket/x`` was a raw OSError traceback (exit 1) from the store's
+    existence check; now one line naming --store, exit 2."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = run_cli(
+        [*argv, "--store", "s3://no-such-bucket-tryout/x"],
+        env=cli_env(**s3_env),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    one_error_line(result.stderr, "s3://no-such-bucket-tryout/x")
+    assert not (tmp_path / "x.duckdb").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_s3_store_without_credentials_is_one_line(tmp_path: Path) -> None:
+    """No AWS_* variables at all (the most likely mistake): delta-rs's Rust logger printed
+    WARN lines about the instance metadata service on stderr before the one error line. The
+    metadata service is pointed at a closed loopback port, so nothing leaves the machine."""
+    env = cli_env(
+        AWS_EC2_METADATA_SERVICE_ENDPOINT="http://127.0.0.1:9/",
+        HARVESTER_STATE_DIR=str(tmp_path / "state"),
+    )
+    for key in [k for k in env if k.startswith("AWS_") and k != "AWS_EC2_METADATA_SERVICE_ENDPOINT"]:
+        env.pop(key)
+    env.pop("RUST_LOG", None)
+    result = run_cli(["status", "--store", "s3://tryout-bucket/nocreds"], env=env)
+    assert result.returncode == 2, result.stderr
+    one_error_line(result.stderr, "s3://tryout-bucket/nocreds")

@@ -79,3 +79,18 @@ def test_s3_store_without_credentials_is_one_line(tmp_path: Path) -> None:
     result = run_cli(["status", "--store", "s3://tryout-bucket/nocreds"], env=env)
     assert result.returncode == 2, result.stderr
     one_error_line(result.stderr, "s3://tryout-bucket/nocreds")
+
+
+# -- migrate ----------------------------------------------------------------------------------
+
+
+def test_migrated_store_verifies_clean(tmp_path: Path) -> None:
+    """`harvester migrate` then `harvester verify` said the store was damaged (exit 1: no table
+    recorded the store's grain and format) until some later pull took the lock."""
+    root = tmp_path / "store"
+    shutil.copytree(FORMAT1_STORE, root)
+    migrated = run_cli(["migrate", "--store", str(root)])
+    assert migrated.returncode == 0, migrated.stderr
+    verified = run_cli(["verify", "--store", str(root)])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "metadata" not in verified.stdout

@@ -94,3 +94,32 @@ def test_migrated_store_verifies_clean(tmp_path: Path) -> None:
     verified = run_cli(["verify", "--store", str(root)])
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "metadata" not in verified.stdout
+
+
+# -- config: values that looked fine and were not -------------------------------------------------
+
+
+def config_with(tmp_path: Path, sim: SimulatorServer, old: str, new: str) -> Path:
+    path = write_config(tmp_path, sim, start=DAY, end=DAY + dt.timedelta(days=1))
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    "store_path", ["s3://", "S3://bucket/x", "ftp://host/x", "https://bucket.example/x"]
+)
+@pytest.mark.parametrize("command", ["plan", "pull"])
+def test_store_path_url_delta_rs_cannot_use_is_refused(
+    store_path: str, command: str, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """A URL with another scheme, or s3:// without a bucket, was taken for a local folder
+    (``./ftp:/host/x``, ``./s3:``) and a store was written there."""
+    config = config_with(tmp_path, simulator, 'path = "store"', f'path = "{store_path}"')
+    before = tree(tmp_path)
+    result = run_cli(["-c", str(config), command], env=cli_env(simulator), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    one_error_line(result.stderr, "[store] path")
+    assert tree(tmp_path) == before
+    assert len(simulator.log) == 0

@@ -306,6 +306,9 @@ def _load_api(
         account_password = Secret(inline_account)
         warn(f"{s.source}: [api] account_password is written in the file; prefer *_env")
         _warn_if_readable_by_others(path, warn)
+    for key, value in (("login", login), ("account_login", account_login)):
+        if value is not None and not value.strip():  # else 401s, and exit 3 for a typo
+            raise ConfigError(f"{s.where(key)}: must not be empty")
     if tool is not None and tool not in TOOLS:
         raise ConfigError(f"{s.where('tool')}: must be one of {', '.join(TOOLS)}, got {tool!r}")
     if account_login is not None:

@@ -123,3 +123,29 @@ def test_store_path_url_delta_rs_cannot_use_is_refused(
     one_error_line(result.stderr, "[store] path")
     assert tree(tmp_path) == before
     assert len(simulator.log) == 0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("login = ", 'login = ""\n# was: ', "[api] login"),
+        ("login = ", 'login = "   "\n# was: ', "[api] login"),
+        (
+            "login = ",
+            'tool = "dev"\naccount_login = ""\naccount_password_env = "VT_TEST_PASSWORD"\n# was: ',
+            "[api] account_login",
+        ),
+    ],
+    ids=["login-empty", "login-blank", "account-login-empty"],
+)
+def test_empty_login_is_refused_before_sending(
+    old: str, new: str, key: str, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """An empty login passed every check: the pull sent requests, got 401s and stopped with
+    exit 3 ("credentials rejected") instead of naming the empty key."""
+    config = config_with(tmp_path, simulator, old, new)
+    result = run_cli(["-c", str(config), "pull"], env=cli_env(simulator), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    one_error_line(result.stderr, key, "empty")
+    assert len(simulator.log) == 0
+    assert not (tmp_path / "store").exists()

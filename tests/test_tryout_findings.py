@@ -149,3 +149,29 @@ def test_empty_login_is_refused_before_sending(
     one_error_line(result.stderr, key, "empty")
     assert len(simulator.log) == 0
     assert not (tmp_path / "store").exists()
+
+
+# -- --store DIR that is not a store ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [a for a in READ_COMMANDS if a[0] != "compact"],  # compact said so already
+    ids=lambda a: "-".join(a[:2]),
+)
+def test_read_command_on_a_folder_that_is_not_a_store(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
+    """``--store ~/Documents`` (a typo, the wrong folder) showed an empty store with exit 0, and
+    ``verify`` said "ok: every file reads"; pull already refuses such a folder."""
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a store\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [a.replace("{tmp}", str(out)) for a in args]
+    before = tree(tmp_path)
+    result = run_cli([*argv, "--store", str(folder)], cwd=out)
+    assert result.returncode == 2, result.stdout + result.stderr
+    one_error_line(result.stderr, "--store", str(folder), "no store")
+    assert tree(tmp_path) == before

@@ -73,7 +73,8 @@ def test_s3_store_without_credentials_is_one_line(tmp_path: Path) -> None:
         AWS_EC2_METADATA_SERVICE_ENDPOINT="http://127.0.0.1:9/",
         HARVESTER_STATE_DIR=str(tmp_path / "state"),
     )
-    for key in [k for k in env if k.startswith("AWS_") and k != "AWS_EC2_METADATA_SERVICE_ENDPOINT"]:
+    imds = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
+    for key in [k for k in env if k.startswith("AWS_") and k != imds]:
         env.pop(key)
     env.pop("RUST_LOG", None)
     result = run_cli(["status", "--store", "s3://tryout-bucket/nocreds"], env=env)

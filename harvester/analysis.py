@@ -49,6 +49,8 @@ from harvester.store.views import dynamic_sql, snapshot, sql_literal
 _PACKAGED_QUERIES = Path(__file__).resolve().parent / "queries"
 _REPO_QUERIES = Path(__file__).resolve().parent.parent / "queries"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What a local store folder holds at least one of (a new store holds them all at once).
+_STORE_ENTRIES = {schema.STORE_FILE, schema.DATA_DIR, schema.LEDGER_DIR, schema.RAW_DIR}
 # Rows fetched per step of a query: a few MB of Python objects at the widest view; streaming
 # 2,000,000 rows as CSV then peaks at ~95 MB instead of ~515 MB (docs: issue 12 item 13).
 STREAM_ROWS = 10_000
@@ -196,6 +198,12 @@ def check_store(root: Path, *, flag: str = "store") -> None:
         raise StoreError(f"{flag}: {root} does not exist (nothing harvested yet?)")
     if not root.is_dir():
         raise StoreError(f"{flag}: {root} is not a folder")
+    entries = {entry.name for entry in root.iterdir()}
+    if entries and not entries & _STORE_ENTRIES:  # the wrong folder: not shown as an empty store
+        raise StoreError(
+            f"{flag}: {root} holds no store (no {schema.STORE_FILE}, {schema.DATA_DIR}/ or "
+            f"{schema.LEDGER_DIR}/): is it the right folder?"
+        )
 
 
 def prepare_sql(

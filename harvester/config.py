@@ -43,6 +43,9 @@ ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A name that also looks like one by convention (capitals): only such a name is quoted in "is not
 # set"; "hunter2" fits ENV_NAME_PATTERN too, and may be the password in the wrong key.
 ENV_NAME_SHOWN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# A store.path that starts like a URL (RFC 3986 scheme, then "://"): never a folder name someone
+# means, so one delta-rs cannot use is refused instead of becoming a local folder "ftp:/...".
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # A UTF-8 byte order mark, which some Windows editors put at the top of a file; TOML forbids it,
 # the harvester skips it.
 UTF8_BOM = "\ufeff"
@@ -303,6 +306,9 @@ def _load_api(
         account_password = Secret(inline_account)
         warn(f"{s.source}: [api] account_password is written in the file; prefer *_env")
         _warn_if_readable_by_others(path, warn)
+    for key, value in (("login", login), ("account_login", account_login)):
+        if value is not None and not value.strip():  # else 401s, and exit 3 for a typo
+            raise ConfigError(f"{s.where(key)}: must not be empty")
     if tool is not None and tool not in TOOLS:
         raise ConfigError(f"{s.where('tool')}: must be one of {', '.join(TOOLS)}, got {tool!r}")
     if account_login is not None:
@@ -438,6 +444,14 @@ def _load_store(s: Section, config_path: Path) -> StoreConfig:
     # Relative to the config file's folder, so cron jobs work whatever their working directory;
     # an object-storage URL (s3://, gs://, az://) is kept as it is (see harvester.store.location)
     url = object_url(raw_path.strip())
+    scheme = _SCHEME.match(raw_path.strip())
+    if url is None and scheme is not None:
+        # not a folder name: a URL delta-rs cannot use (no bucket, another scheme); never
+        # echoed whole, since it may hold credentials
+        raise ConfigError(
+            f"{s.where('path')}: {scheme[0]} is not a store location: give a folder, or "
+            "s3://bucket/prefix (gs://, az:// likewise)"
+        )
     if url is not None and "@" in url.split("://", 1)[1].split("/", 1)[0]:
         # never echo it: the part before '@' is a secret
         raise ConfigError(

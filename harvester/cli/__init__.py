@@ -43,6 +43,8 @@ EXIT_INTERRUPTED = 130
 # CPU (docs/benchmarks.md). Set before pyarrow is first imported; an explicit value in the
 # environment wins.
 ARROW_MEMORY_POOL = "system"
+# The Rust log level for delta-rs (env_logger's syntax): nothing, see main().
+RUST_LOG_LEVEL = "off"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -91,6 +93,10 @@ for _command in (
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: every error becomes one line and the contract's exit code."""
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_MEMORY_POOL)
+    # delta-rs's Rust logger writes its own WARN lines to stderr (an object store's credential
+    # chain trying the instance metadata service); its errors reach us as exceptions anyway,
+    # which become the one error line. A user's own RUST_LOG still wins.
+    os.environ.setdefault("RUST_LOG", RUST_LOG_LEVEL)
     try:
         cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.UsageError as exc:

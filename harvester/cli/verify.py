@@ -44,9 +44,12 @@ def verify_cmd(obj: CliState, store: Path | None, repair: bool, as_json: bool) -
       harvester verify
       harvester verify --repair && harvester pull
     """
+    from harvester.analysis import check_store
     from harvester.store import Store
 
-    report = Store(obj.store_path(store)).verify(repair=repair)
+    root = obj.store_path(store)
+    check_store(root, flag="--store" if store is not None else "store.path")
+    report = Store(root).verify(repair=repair)
     click.echo(json.dumps(_jsonable(asdict(report)), indent=2) if as_json else render(report))
     if report.damaged:
         sys.exit(EXIT_DAMAGED)

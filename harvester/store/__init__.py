@@ -41,6 +41,7 @@ from harvester.store.format import (
     write_store_file,
 )
 from harvester.store.ledger import JobIndex, JobState, load_index
+from harvester.store.location import one_line
 from harvester.store.lock import LockHolder, adopt_lock, held_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
 from harvester.store.tables import FileInfo, Tables
@@ -184,8 +185,6 @@ class Store:
     def _ensure_remote(self, grain: Grain) -> None:
         """``ensure_writable`` on object storage: the format and grain live in the data table's
         description (written by the commit that creates it); the companion folder is local."""
-        from harvester.store.location import one_line
-
         info = read_store_file(self._layout)
         if info is not None and info["grain"] != grain.value:
             raise StoreError(
@@ -210,13 +209,12 @@ class Store:
 
     def exists(self) -> bool:
         """Whether there is a store here to read (a folder; on object storage, a data table)."""
-        return self._is_store()
-
-    def _is_store(self) -> bool:
-        """Whether there is a store here to read (a folder; on object storage, a data table)."""
         if self._layout.url is None:
             return self.path.is_dir()
-        return self._tables.exists(s.DATA_DIR)
+        try:
+            return self._tables.exists(s.DATA_DIR)
+        except OSError as exc:  # no such bucket, no credentials, endpoint down: one line
+            raise StoreError(f"store.path {self.location}: {one_line(exc)}") from None
 
     def _probe_writable(self) -> None:
         probe = self.path / f".write-probe-{os.getpid()}{s.TMP_SUFFIX}"
@@ -242,7 +240,7 @@ class Store:
             finally:
                 self._lock_depth -= 1
             return
-        if not self._is_store():
+        if not self.exists():
             raise StoreError(f"store.path {self.location} is not a store folder")
         self.check_format()
         self._layout.root.mkdir(parents=True, exist_ok=True)  # an object store's companion
@@ -348,7 +346,7 @@ class Store:
 
         Takes the lock unless this object already holds it (a pull compacting at its end).
         """
-        if not self._is_store() or not self._tables.exists(s.LEDGER_DIR):
+        if not self.exists() or not self._tables.exists(s.LEDGER_DIR):
             self.check_format()
             raise StoreError(f"store.path {self.location} holds no store")
         from harvester.store.compact import compact_store
@@ -430,7 +428,7 @@ class Store:
 
     def status(self) -> StoreStatus:
         """Jobs, rows, coverage, gaps, files and the last run, from the ledger alone."""
-        if not self._is_store():
+        if not self.exists():
             raise StoreError(f"store.path {self.location} does not exist")
         grain = self.grain()
         from harvester.store.compact import needs_compaction
@@ -471,7 +469,7 @@ class Store:
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Every file and every job's rows checked (:mod:`harvester.store.verify`); ``repair``
         heals under the lock: damaged files moved aside, their jobs fetched again."""
-        if not self._is_store():
+        if not self.exists():
             raise StoreError(f"store.path {self.location} does not exist")
         from harvester.store.verify import verify_store
 

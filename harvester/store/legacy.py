@@ -31,6 +31,7 @@ from harvester.errors import StoreError
 from harvester.jobs import Grain
 from harvester.store import schema as s
 from harvester.store.compact import _cast, _stream
+from harvester.store.format import store_info, table_properties
 from harvester.store.lock import hold_lock
 from harvester.store.tables import Tables
 from harvester.store.views import glob_escape, new_connection, sql_literal
@@ -181,7 +182,9 @@ def _convert(
         for folder in (layout.data, layout.raw, layout.ledger):
             shutil.rmtree(folder, ignore_errors=True)
         store = Tables(layout)
-        store.create_missing()
+        # the grain and format in each table, as a new store's tables hold them (verify checks)
+        grain = Grain(str(info["grain"]))
+        store.create_missing(table_properties(grain), json.dumps(store_info(grain)))
         batch = _highest_batch(con)
         counts = {}
         for kind, relation in tables.items():

@@ -150,7 +150,12 @@ def test_invalid_bodies(raw: bytes, reason: str) -> None:
         ({"visits": True}, "visits is a boolean"),
         ({"filled": 1.5}, "filled is not a whole count"),
         ({"filled": -2.0}, "filled is negative"),
-        ({"nomatch": "3"}, "nomatch is a string"),
+        ({"nomatch": "-3"}, "nomatch is a string"),
+        ({"nomatch": " 3"}, "nomatch is a string"),
+        ({"nomatch": "3.0"}, "nomatch is a string"),
+        ({"nomatch": ""}, "nomatch is a string"),
+        ({"nomatch": "\u0663"}, "nomatch is a string"),  # ARABIC-INDIC THREE: not ASCII
+        ({"visits": "9" * 14}, "visits is implausibly large"),
         ({"noinput": None}, "noinput is null"),
         ({"transfer": [1]}, "transfer is a list"),
         ({"disconnect": 1e300}, "implausibly large"),

@@ -22,8 +22,10 @@ ignored (forward compatibility). Counters are non-negative integers of at most
 :data:`MAX_PLAUSIBLE_COUNT`: a larger one cannot be a day's (or a month's) visits, and the sums the
 views take over millions of such rows would overflow. Booleans are not integers (``true`` is a
 JSON boolean, not a count). A float is accepted only if it is a whole number (``3.0`` -> ``3``:
-lossless, and some encoders write large or computed counts that way); ``3.5``, ``NaN``,
-``Infinity`` and numeric strings are rejected.
+lossless, and some encoders write large or computed counts that way); ``3.5``, ``NaN`` and
+``Infinity`` are rejected. A string of plain ASCII digits (``"985"``) is a count too: the document
+gives no type for the counters, and a PHP service that passes database values through
+``json_encode`` writes every number that way; any other string (sign, spaces, ``"3.0"``) is not.
 
 Everything else raises :class:`ReplyError` with a short reason for the ledger: bytes that are not
 UTF-8 JSON (a UTF-8 BOM is tolerated), a top level that is not an object, an ``{"error": ...}`` body
@@ -47,6 +49,9 @@ from harvester.items import COUNTER_FIELDS, TEXT_FIELDS, ItemRows
 # of magnitude on top. A larger count is a broken reply, and a sum of 10^6 rows of such counts
 # still fits int64 (10^18 < 9.2 x 10^18), so the views' SUMs cannot overflow on stored data.
 MAX_PLAUSIBLE_COUNT = 10**12
+
+# A digit string longer than this cannot be a count of at most MAX_PLAUSIBLE_COUNT (13 digits).
+_MAX_COUNT_DIGITS = len(str(MAX_PLAUSIBLE_COUNT))
 
 # Keys under which a list element of ``applications`` may name its application or its items.
 _APP_KEYS = ("application", "url")
@@ -206,9 +211,14 @@ def _take_item(out: ItemRows, url: str, item: object) -> None:
 
 
 def _whole_count(value: object, key: str) -> int:
-    """The slow path of counter validation: whole floats are accepted, everything else rejected."""
+    """The slow path of counter validation: whole floats and digit strings are accepted,
+    everything else rejected."""
     if type(value) is float and value.is_integer() and 0 <= value <= MAX_PLAUSIBLE_COUNT:
         return int(value)
+    if type(value) is str and value.isascii() and value.isdigit():
+        if len(value.lstrip("0")) > _MAX_COUNT_DIGITS:  # before int(): no huge conversions
+            raise _ItemError(f".{key} is implausibly large: {_short(repr(value))}")
+        value = int(value)
     if type(value) is int and 0 <= value <= MAX_PLAUSIBLE_COUNT:
         return value
     if type(value) not in (int, float):

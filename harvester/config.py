@@ -195,11 +195,15 @@ def load_config(
     env: Mapping[str, str] = os.environ,
     warn: Callable[[str], None] | None = None,
     missing_hint: str = "",
+    need_secrets: bool = True,
 ) -> Config:
     """Read and validate ``path``. Raises ConfigError naming the key; never echoes a secret.
 
     ``missing_hint``, if given, ends the message for a file that does not exist in parentheses:
-    how the caller's user names another (the CLI passes its ``--config`` flag)."""
+    how the caller's user names another (the CLI passes its ``--config`` flag). Without
+    ``need_secrets`` (commands that send nothing: plan, status, query...), a password variable
+    that is not set is no error: the password is then None, as if none were configured, so a
+    store can be read with the config where only the cron job holds the secret."""
     source = str(path)
     try:
         text = path.read_bytes().decode("utf-8").removeprefix(UTF8_BOM)
@@ -226,7 +230,7 @@ def load_config(
             suggestion = f' (did you mean "[{hint[0]}]"?)' if hint else ""
             raise ConfigError(f'{source}: unknown section "[{name}]"{suggestion}')
     say = warn or (lambda message: warnings.warn(message, stacklevel=2))
-    api = _load_api(Section("api", data.get("api", {}), source), env, say, path)
+    api = _load_api(Section("api", data.get("api", {}), source), env, say, path, need_secrets)
     quota = _load_quota(Section("quota", data.get("quota", {}), source))
     harvest = _load_harvest(Section("harvest", data.get("harvest", {}), source))
     store = _load_store(Section("store", data.get("store", {}), source), path)
@@ -252,7 +256,9 @@ def _os_reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
 
 
-def _secret_from_env(section: Section, key: str, env: Mapping[str, str]) -> Secret | None:
+def _secret_from_env(
+    section: Section, key: str, env: Mapping[str, str], need: bool = True
+) -> Secret | None:
     variable = section.get(key, str, None)
     if variable is None:
         return None
@@ -269,6 +275,8 @@ def _secret_from_env(section: Section, key: str, env: Mapping[str, str]) -> Secr
         "the secret itself)"
     )
     value = env.get(variable)
+    if not value and not need:
+        return None
     if value is None:
         raise ConfigError(f"{section.where(key)}: {shown} is not set")
     if not value:
@@ -277,7 +285,7 @@ def _secret_from_env(section: Section, key: str, env: Mapping[str, str]) -> Secr
 
 
 def _load_api(
-    s: Section, env: Mapping[str, str], warn: Callable[[str], None], path: Path
+    s: Section, env: Mapping[str, str], warn: Callable[[str], None], path: Path, need_secrets: bool
 ) -> ApiConfig:
     base_url = s.get("base_url", str, DEFAULT_BASE_URL).rstrip("/")
     if "@" in re.split(r"[/?#]", base_url.split("://", 1)[-1], maxsplit=1)[0]:
@@ -285,7 +293,7 @@ def _load_api(
         raise ConfigError(f"{s.where('base_url')}: must not contain credentials (user:pass@)")
     _check_base_url(base_url, s.where("base_url"))
     login = s.get("login", str, None)
-    password = _secret_from_env(s, "password_env", env)
+    password = _secret_from_env(s, "password_env", env, need_secrets)
     inline = s.get("password", str, None)
     if inline is not None:
         if password is not None:
@@ -295,7 +303,7 @@ def _load_api(
         _warn_if_readable_by_others(path, warn)
     tool = s.get("tool", str, None)
     account_login = s.get("account_login", str, None)
-    account_password = _secret_from_env(s, "account_password_env", env)
+    account_password = _secret_from_env(s, "account_password_env", env, need_secrets)
     inline_account = s.get("account_password", str, None)
     if inline_account is not None:
         if account_password is not None:
@@ -312,7 +320,7 @@ def _load_api(
     if tool is not None and tool not in TOOLS:
         raise ConfigError(f"{s.where('tool')}: must be one of {', '.join(TOOLS)}, got {tool!r}")
     if account_login is not None:
-        if account_password is None:
+        if account_password is None and need_secrets:
             raise ConfigError(
                 f"{s.where('account_password_env')}: required with account_login "
                 "(or account_password in the file)"
@@ -325,7 +333,7 @@ def _load_api(
     max_reply_bytes = s.positive("max_reply_bytes", ApiConfig.max_reply_bytes, MAX_REPLY_BYTES)
     ca_bundle = _ca_bundle(s, path)
     s.check_unknown()
-    if login is not None and password is None:
+    if login is not None and password is None and need_secrets:
         raise ConfigError(
             f"{s.where('password_env')}: required with login (or password in the file)"
         )

@@ -3,6 +3,9 @@ within the API document but differently from our simulator.
 
 - counters sent as digit strings (``"visits": "985"``, what a PHP service passing database
   values through ``json_encode`` writes) are counts: stored as BIGINTs, one request per job;
+- every command takes ``-c FILE``: the ones that send nothing (plan, status, query, compact,
+  export-duckdb, report, verify) work with a config whose password variable is not set in their
+  environment (only the cron job's holds it); pull and sync still refuse it, naming the key;
 """
 
 from __future__ import annotations
@@ -51,3 +54,37 @@ def test_counters_sent_as_digit_strings_are_stored_as_counts(tmp_path: Path) -> 
     rows = stored_rows(tmp_path / "store")
     expected = (URL, "main.php", "main_menu", "selection", 985, 941, 32, 12, 0, 0)
     assert rows == {("ALL", DAY, DAY): [expected]}
+
+
+def test_commands_that_send_nothing_need_no_secret(tmp_path: Path) -> None:
+    server = ScriptedApi(_as_strings_reply)
+    try:
+        config = scripted_config(tmp_path, server.base_url(), phones=["ALL"], start=DAY, end=DAY)
+        pulled = run_cli(
+            ["-c", str(config), "-q", "pull", "--today", "2025-01-01"],
+            env=cli_env(**{PASSWORD_ENV: PASSWORD}),
+        )
+        assert pulled.returncode == 0, pulled.stderr
+        no_secret = cli_env()
+        assert PASSWORD_ENV not in no_secret
+        reads = [
+            ["plan", "--today", "2025-01-01", "--json"],
+            ["status"],
+            ["query", "--format", "csv", "SELECT sum(visits) AS v FROM diagnostic_flow"],
+            ["compact"],
+            ["export-duckdb", str(tmp_path / "out.duckdb")],
+            ["report", "--out", str(tmp_path / "r.html")],
+            ["verify"],
+        ]
+        for args in reads:
+            result = run_cli(["-c", str(config), *args], env=no_secret)
+            assert (result.returncode, result.stderr) == (0, ""), args
+            if args[0] == "query":
+                assert result.stdout.splitlines() == ["v", "985"]
+        for args in (["pull", "--today", "2025-01-01"], ["sync", "--today", "2025-01-01"]):
+            refused = run_cli(["-c", str(config), *args], env=no_secret)
+            assert refused.returncode == 2
+            assert refused.stderr.count("\n") == 1 and "password_env" in refused.stderr
+    finally:
+        server.stop()
+    assert len(server.seen) == 1  # the pull's one request; nothing else was sent

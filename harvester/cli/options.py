@@ -32,12 +32,14 @@ class CliState:
         self.verbose = verbose
         self.quiet = quiet
 
-    def config(self) -> Config:
+    def config(self, *, need_secrets: bool = True) -> Config:
+        """The validated config; ``need_secrets=False`` for commands that send nothing."""
         path = self.config_path or default_config_path()
         config = load_config(
             path,
             warn=lambda message: log.warning("%s", message),
             missing_hint=f"use -c/--config or ${CONFIG_ENV}",
+            need_secrets=need_secrets,
         )
         setup_logging(self.verbose, self.quiet, secrets=config.secrets())
         return config
@@ -46,7 +48,7 @@ class CliState:
         """``--store DIR`` if given, else the config's ``store.path``."""
         if store is not None:
             return store
-        config = self.config()
+        config = self.config(need_secrets=False)  # reading or tidying a store sends nothing
         from harvester.store.location import object_url
 
         path = config.store.path

@@ -53,9 +53,12 @@ def resolve_run_args(
     end: str | None,
     phones: str | None,
     today: str | None,
+    *,
+    sends: bool = True,
 ) -> RunArgs:
-    """Merge flags over the config and check the range, before anything is sent or written."""
-    config = obj.config()
+    """Merge flags over the config and check the range, before anything is sent or written.
+    ``sends=False`` (plan) does not ask for the secrets."""
+    config = obj.config(need_secrets=sends)
     h: HarvestConfig = config.harvest
     today_date = date_option(today, "--today")
     if today_date is None:
@@ -136,7 +139,7 @@ def plan_cmd(
     from harvester.cli.render_plan import render_plan
     from harvester.forecast import forecast
 
-    args = resolve_run_args(obj, start, end, phones, today)
+    args = resolve_run_args(obj, start, end, phones, today, sends=False)
     plan = _plan("sync" if as_sync else "pull", args, newest_first=as_sync)
     click.echo(render_plan(forecast(args.config, plan, args.today), as_json=as_json))
 

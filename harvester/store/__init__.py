@@ -44,7 +44,7 @@ from harvester.store.ledger import JobIndex, JobState, load_index
 from harvester.store.lock import LockHolder, adopt_lock, held_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
 from harvester.store.tables import FileInfo, Tables
-from harvester.store.verify import check_files, quick_problems, reading
+from harvester.store.verify import check_files, lasting_problems, reading
 from harvester.store.views import (
     base_views_sql,
     connect_base,
@@ -435,6 +435,7 @@ class Store:
         grain = self.grain()
         from harvester.store.compact import needs_compaction
 
+        unreadable = len(lasting_problems(self._tables))  # first: it may list the tables again
         infos = self._file_infos()
         with reading(self._tables):
             return store_status(
@@ -442,7 +443,7 @@ class Store:
                 grain.value if grain else None,
                 infos,
                 needs_compaction=needs_compaction(infos),
-                unreadable=len(quick_problems(self._tables)),
+                unreadable=unreadable,
             )
 
     def quarantine(self) -> list[QuarantinedReply]:

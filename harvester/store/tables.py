@@ -76,6 +76,14 @@ JEMALLOC_ENV = "_RJEM_MALLOC_CONF"
 JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 os.environ.setdefault(JEMALLOC_ENV, JEMALLOC_CONF)
 
+# The tables a read-only command opened, by URI and storage options, while ``cached_reads()``
+# is active (None otherwise). Such a command lists each table several times (the file check,
+# the views, the ledger, the status's sizes: 7 to 13 opens), and each open lists and reads the
+# table's log: ~90 ms against a loopback S3 server, several round trips on a real one. Dropped
+# by ``drop_cached_reads()``: when the lock is taken (``Tables.forget``), after every commit,
+# and before a read retries after a vanished file (a vacuum ran: the cached version is gone).
+_read_cache: dict[tuple[str, tuple[tuple[str, str], ...]], DeltaTable] | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
@@ -98,6 +106,28 @@ def _commit(batch: int | None, operation: str, *, txn: bool = False) -> Any:
         metadata["harvester.batch_id"] = str(batch)
     transactions = [Transaction(APP_ID, batch)] if txn and batch is not None else None
     return CommitProperties(custom_metadata=metadata, app_transactions=transactions)
+
+
+@contextlib.contextmanager
+def cached_reads() -> Iterator[None]:
+    """Within this block, every :class:`Tables` of the process opens each table's current version
+    once and shares it (a read-only command: ``status``, ``query``, ``report``, ...). Re-entrant;
+    outside it nothing is cached, so a long-lived caller always reads the newest version."""
+    global _read_cache
+    if _read_cache is not None:
+        yield
+        return
+    _read_cache = {}
+    try:
+        yield
+    finally:
+        _read_cache = None
+
+
+def drop_cached_reads() -> None:
+    """Forget the versions ``cached_reads()`` kept: the next read opens the newest one."""
+    if _read_cache is not None:
+        _read_cache.clear()
 
 
 def write_errors() -> tuple[type[BaseException], ...]:
@@ -139,14 +169,16 @@ class Tables:
         return self.layout.table_uri(kind)
 
     def forget(self) -> None:
-        """Drop the open tables (the lock was taken: another process may have committed)."""
+        """Drop the open tables (the lock was taken: another process may have committed), and
+        the versions read-only commands cached (:func:`cached_reads`)."""
         self._handles.clear()
+        drop_cached_reads()
 
     def handle(self, kind: str) -> DeltaTable:
         """The writer's open table ``kind`` (StoreError if the store has no such table)."""
         table = self._handles.get(kind)
         if table is None:
-            table = self.open(kind)
+            table = self._load(kind)  # its own: commits update it in place
             if table is None:
                 raise StoreError(f"store.path {self.layout.name} has no {kind} table")
             self._handles[kind] = table
@@ -157,12 +189,30 @@ class Tables:
     def exists(self, kind: str) -> bool:
         from deltalake import DeltaTable
 
+        if _read_cache and self._cache_key(kind) in _read_cache:
+            return True
         return bool(
             DeltaTable.is_deltatable(self.uri(kind), storage_options=self.layout.storage_options)
         )
 
     def open(self, kind: str) -> DeltaTable | None:
-        """The table's current version, or None if it does not exist (yet)."""
+        """The table's current version, or None if it does not exist (yet); within
+        :func:`cached_reads`, the version this process opened first."""
+        if _read_cache is None:
+            return self._load(kind)
+        key = self._cache_key(kind)
+        table = _read_cache.get(key)
+        if table is None:
+            table = self._load(kind)
+            if table is not None:
+                _read_cache[key] = table
+        return table
+
+    def _cache_key(self, kind: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.uri(kind), tuple(sorted((self.layout.storage_options or {}).items()))
+
+    def _load(self, kind: str) -> DeltaTable | None:
+        """The table's current version, read from its log now (None if there is no table)."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
@@ -317,6 +367,7 @@ class Tables:
                 commit_properties=_commit(None, "create"),
                 raise_if_key_not_exists=False,  # the harvester.* properties
             )
+        drop_cached_reads()
 
     def append(
         self, kind: str, rows: pa.Table | pa.RecordBatchReader, batch: int, *, txn: bool = True
@@ -373,6 +424,7 @@ class Tables:
         where = target(self.uri(kind), self.layout.storage_options)
         journal = Journal(self.layout.root, kind)
         commit = FileCommit(where, journal, rows, predicate, txn=txn)
+        drop_cached_reads()  # a cached version is about to be an old one
         try:
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 table = self.handle(kind)
@@ -404,6 +456,7 @@ class Tables:
         if not self.exists(kind):
             return 0
         self.ensure_space()
+        drop_cached_reads()  # its files are about to go
         table = self.handle(kind)
         removed = table.vacuum(
             retention_hours=VACUUM_RETENTION_HOURS,
@@ -432,6 +485,7 @@ class Tables:
         if not self.exists(kind):
             return
         self.ensure_space()
+        drop_cached_reads()  # the log entries a cached version was read from are about to go
         table = self.handle(kind)
         configuration = table.metadata().configuration
         if any(configuration.get(k) != v for k, v in TABLE_CONFIGURATION.items()):

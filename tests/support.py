@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harvester.simulator import SimulatorServer
+from tests.cli_server import cli_server
 
 PASSWORD_ENV = "VT_TEST_PASSWORD"
 Row = tuple[str, str, str, str, int, int, int, int, int, int]
@@ -97,11 +98,18 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 120,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m harvester ARGS`` in a subprocess, as a user would run it."""
+    """``python -m harvester ARGS`` in a process of its own, as a user would run it: forked from
+    the suite's CLI server (:mod:`tests.cli_server`: no start-up imports) unless ``env`` sets a
+    variable only a fresh interpreter reads, or ``fresh``."""
+    env = dict(env) if env is not None else cli_env()
+    server = None if fresh else cli_server()
+    if server is not None and not server.needs_fresh_interpreter(env):
+        return server.run(args, env, cwd, timeout)
     return subprocess.run(
         [sys.executable, "-m", "harvester", *args],
-        env=dict(env) if env is not None else cli_env(),
+        env=env,
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -105,10 +105,15 @@ def wait_for(conn, listener):
         run(request, fds)  # raises SystemExit: the interpreter ends as any CLI process does
     for fd in fds:
         os.close(fd)
-    conn.sendall(f"{child}\n".encode())
+    try:
+        conn.sendall(f"{child}\n".encode())
+    except OSError:  # the caller is gone
+        pass
     _, status = os.waitpid(child, 0)
-    conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-    conn.close()
+    try:
+        conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    except OSError:  # the caller gave up on it (its timeout): nobody to tell
+        pass
     os._exit(0)
 
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -174,23 +174,18 @@ class CliServer:
         """``python -m harvester ARGS`` forked from the server: what ``subprocess.run`` with
         ``capture_output=True, text=True`` returns, TimeoutExpired after ``timeout`` seconds."""
         command = [sys.executable, "-m", "harvester", *args]
-        body = json.dumps(
-            {"args": list(args), "env": dict(env), "cwd": str(cwd or os.getcwd())}
-        ).encode()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn.connect(self.path)
-            socket.send_fds(conn, [_HEADER.pack(len(body)) + body], [0, out_write, err_write])
+            conn = self._send(args, env, cwd, [0, out_write, err_write])
+        finally:
             os.close(out_write)
             os.close(err_write)
-            out_write = err_write = -1
+        try:
             code, out, err, pid = _collect(conn, out_read, err_read, timeout)
         finally:
-            for fd in (out_read, err_read, out_write, err_write):
-                if fd >= 0:
-                    os.close(fd)
+            os.close(out_read)
+            os.close(err_read)
             conn.close()
         stdout, stderr = _text(out), _text(err)
         if code is None:
@@ -198,6 +193,52 @@ class CliServer:
                 os.kill(pid, signal.SIGKILL)
             raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
         return subprocess.CompletedProcess(command, code, stdout, stderr)
+
+    def start(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path | None,
+        stdout: int,
+        stderr: int,
+    ) -> ForkedRun:
+        """``python -m harvester ARGS`` forked from the server, running on: what
+        ``subprocess.Popen(..., text=True)`` returns, for ``stdout``/``stderr`` each
+        ``subprocess.DEVNULL`` or ``subprocess.PIPE``."""
+        ends: list[int] = []
+        readers: list[int | None] = []
+        for kind in (stdout, stderr):
+            if kind == subprocess.PIPE:
+                read, write = os.pipe()
+                ends.append(write)
+                readers.append(read)
+            elif kind == subprocess.DEVNULL:
+                ends.append(os.open(os.devnull, os.O_WRONLY))
+                readers.append(None)
+            else:
+                raise ValueError("stdout and stderr: DEVNULL or PIPE")
+        try:
+            conn = self._send(args, env, cwd, [0, *ends])
+        finally:
+            for fd in ends:
+                os.close(fd)
+        return ForkedRun([sys.executable, "-m", "harvester", *args], conn, *readers)
+
+    def _send(
+        self, args: Sequence[str], env: Mapping[str, str], cwd: Path | None, fds: list[int]
+    ) -> socket.socket:
+        """A connection to the server carrying one run's request and its stdio."""
+        body = json.dumps(
+            {"args": list(args), "env": dict(env), "cwd": str(cwd or os.getcwd())}
+        ).encode()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(self.path)
+            socket.send_fds(conn, [_HEADER.pack(len(body)) + body], fds)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def stop(self) -> None:
         if self.process.stdin is not None:
@@ -209,6 +250,100 @@ class CliServer:
             self.process.wait()
         Path(self.path).unlink(missing_ok=True)
         os.rmdir(self._folder)
+
+
+class ForkedRun:
+    """A run forked from the server, driven as the ``subprocess.Popen`` of one: ``pid``,
+    ``poll``, ``wait``, ``send_signal``, ``kill``, ``communicate``, ``returncode``, and
+    ``stdout``/``stderr`` text streams where they were PIPE."""
+
+    def __init__(
+        self, args: list[str], conn: socket.socket, out_fd: int | None, err_fd: int | None
+    ) -> None:
+        self.args = args
+        self._conn = conn
+        self._lines = b""
+        self.stdout = None if out_fd is None else open(out_fd, encoding=_encoding())  # noqa: SIM115
+        self.stderr = None if err_fd is None else open(err_fd, encoding=_encoding())  # noqa: SIM115
+        self.returncode: int | None = None
+        pid = self._line(START_TIMEOUT_SECONDS)
+        if pid is None:
+            raise RuntimeError("the CLI fork server started no run")
+        self.pid = pid
+
+    def _line(self, timeout: float | None) -> int | None:
+        """The waiter's next number (the pid, then the exit code), None if not in time."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._lines:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with selectors.DefaultSelector() as events:
+                events.register(self._conn, selectors.EVENT_READ)
+                if not events.select(left):
+                    return None
+            data = self._conn.recv(64)
+            if not data:
+                raise RuntimeError("the CLI fork server's waiter ended without an exit code")
+            self._lines += data
+        line, self._lines = self._lines.split(b"\n", 1)
+        return int(line)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._line(0)
+            if self.returncode is not None:
+                self._conn.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            code = self._line(timeout)
+            if code is None:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self.returncode = code
+            self._conn.close()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        """Both streams read to their end, then the exit code (TimeoutExpired if not in time:
+        the run is left running, as Popen leaves it)."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        streams = [s for s in (self.stdout, self.stderr) if s is not None]
+        chunks: dict[int, list[bytes]] = {s.fileno(): [] for s in streams}
+        with selectors.DefaultSelector() as events:
+            for fd in chunks:
+                events.register(fd, selectors.EVENT_READ)
+            while events.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                for key, _ in events.select(left):
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        chunks[key.fd].append(data)
+                    else:
+                        events.unregister(key.fd)
+        texts = {fd: _text(b"".join(parts)) for fd, parts in chunks.items()}
+        out = None if self.stdout is None else texts[self.stdout.fileno()]
+        err = None if self.stderr is None else texts[self.stderr.fileno()]
+        for stream in streams:
+            stream.close()
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.wait(left)
+        return out, err
 
 
 def _read_line(stream: object, timeout: float) -> str:
@@ -247,12 +382,17 @@ def _collect(
     return code, b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), pid
 
 
+def _encoding() -> str:
+    """The encoding ``subprocess`` decodes text with (the locale's)."""
+    import locale
+
+    return locale.getpreferredencoding(False)
+
+
 def _text(data: bytes) -> str:
     """Bytes as ``subprocess.run(text=True)`` decodes them (locale encoding, universal
     newlines)."""
-    import locale
-
-    text = data.decode(locale.getpreferredencoding(False))
+    text = data.decode(_encoding())
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

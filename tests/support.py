@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harvester.simulator import SimulatorServer
-from tests.cli_server import cli_server
+from tests.cli_server import ForkedRun, cli_server
 
 PASSWORD_ENV = "VT_TEST_PASSWORD"
 Row = tuple[str, str, str, str, int, int, int, int, int, int]
@@ -115,6 +115,31 @@ def run_cli(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def start_cli(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: int = subprocess.DEVNULL,
+    stderr: int = subprocess.DEVNULL,
+) -> ForkedRun | subprocess.Popen[str]:
+    """``python -m harvester ARGS`` started in a process of its own and left running, for tests
+    that signal or kill it: forked from the CLI server like :func:`run_cli` (the same
+    ``Popen`` verbs), else a fresh interpreter. ``stdout``/``stderr``: DEVNULL or PIPE."""
+    env = dict(env) if env is not None else cli_env()
+    server = cli_server()
+    if server is not None and not server.needs_fresh_interpreter(env):
+        return server.start(args, env, cwd, stdout, stderr)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harvester", *args],
+        env=env,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,14 @@ import pytest
 from harvester.analysis import bundled_views
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
-from tests.support import PASSWORD_ENV, assert_store_matches_truth, cli_env, run_cli, write_config
+from tests.support import (
+    PASSWORD_ENV,
+    assert_store_matches_truth,
+    cli_env,
+    run_cli,
+    start_cli,
+    write_config,
+)
 
 START, END = dt.date(2024, 3, 25), dt.date(2024, 4, 3)
 # A few days after END: the sync replaces the lookback's days and adds new ones, no more (each
@@ -115,14 +121,9 @@ def test_a_pull_killed_on_s3_resumes_to_the_truth(
     with SimulatorServer(settings) as sim:
         phones = [*sim.settings.phones, "ALL"]
         config = s3_config(tmp_path, sim, url, phones=phones, flush_jobs=4, flush_seconds=0.2)
-        args = [sys.executable, "-m", "harvester", "-q", "pull", "-c", str(config)]
+        args = ["-q", "pull", "-c", str(config), "--today", TODAY.isoformat()]
         for delay in (1.5, 2.5):
-            process = subprocess.Popen(
-                [*args, "--today", TODAY.isoformat()],
-                env=cli_env(sim, **s3_env),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            process = start_cli(args, env=cli_env(sim, **s3_env))
             time.sleep(delay)
             process.send_signal(signal.SIGKILL)
             process.wait()

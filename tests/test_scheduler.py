@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from tests.support import (
     assert_store_matches_truth,
     cli_env,
     run_cli,
+    start_cli,
     stored_rows,
     write_config,
 )
@@ -186,13 +186,7 @@ def test_static_credentials_401_stops_cleanly_and_the_next_run_resumes(
     sim = make_simulator(today=TODAY, latency=0.02)
     config = write_config(tmp_path, sim, start=START, end=_end(10))
     args = ["pull", "-c", str(config), "--json", "--today", TODAY.isoformat()]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harvester", *args],
-        env=cli_env(sim),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(args, env=cli_env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: sim.log.count(outcome="ok") >= 8)
     sim.simulator.expire_credentials()
     out, err = proc.communicate(timeout=30)
@@ -518,13 +512,7 @@ def test_a_signal_stops_cleanly_and_the_next_run_resumes(
     sim = make_simulator(today=TODAY, latency=0.15, jitter=0.1)
     config = write_config(tmp_path, sim, start=START, end=_end(12), flush_seconds=0.2)
     args = ["pull", "-c", str(config), "--json", "--today", TODAY.isoformat()]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harvester", *args],
-        env=cli_env(sim),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(args, env=cli_env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: sim.log.count(outcome="ok") >= 10)
     proc.send_signal(sig)
     signalled = time.monotonic()

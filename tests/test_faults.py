@@ -470,8 +470,8 @@ def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
     """The store folder on a disk that fills up; yields the extra environment of the first run.
 
     ``tmpfs``: a real tmpfs of TMPFS_SIZE mounted at the store folder (needs root and mount),
-    grown to 64 MiB for the second run. ``injected``: ENOSPC raised by the store's table writes after
-    200 KB, through a sitecustomize module on the subprocess's PYTHONPATH.
+    grown to 64 MiB for the second run. ``injected``: ENOSPC raised by the store's table writes
+    after 200 KB, through a sitecustomize module on the subprocess's PYTHONPATH.
     """
     store = tmp_path / "store"
     store.mkdir()

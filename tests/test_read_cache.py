@@ -82,6 +82,26 @@ def test_each_read_only_command_opens_each_table_once(
         ["verify", "--store", str(store)],
         ["plan", "-c", str(config), "--today", TODAY.isoformat()],
     ]
+    assert_each_opens_each_table_once(commands, sim, tmp_path)
+
+
+def test_a_command_under_the_lock_opens_each_table_once(
+    pulled: tuple[Path, Path, SimulatorServer], tmp_path: Path
+) -> None:
+    """The lock's repair check, file check, job index, writer, batch ids, compaction check and
+    release read the writer's open tables (the refetch commits and vacuums on the way)."""
+    store, config, sim = pulled
+    commands = [
+        ["pull", "-c", str(config), "--refetch", "--today", TODAY.isoformat()],
+        ["compact", "--store", str(store)],
+    ]
+    assert_each_opens_each_table_once(commands, sim, tmp_path)
+    assert_store_matches_truth(store, sim, PHONES, START, END)
+
+
+def assert_each_opens_each_table_once(
+    commands: list[list[str]], sim: SimulatorServer, tmp_path: Path
+) -> None:
     counts = tmp_path / "counts.json"
     done = subprocess.run(
         [sys.executable, "-c", COUNTING_RUNNER, str(counts)],

@@ -80,8 +80,9 @@ os.environ.setdefault(JEMALLOC_ENV, JEMALLOC_CONF)
 # is active (None otherwise). Such a command lists each table several times (the file check,
 # the views, the ledger, the status's sizes: 7 to 13 opens), and each open lists and reads the
 # table's log: ~90 ms against a loopback S3 server, several round trips on a real one. Dropped
-# by ``drop_cached_reads()``: when the lock is taken (``Tables.forget``), after every commit,
-# and before a read retries after a vanished file (a vacuum ran: the cached version is gone).
+# by ``drop_cached_reads()``: when the lock is taken (``Tables.forget``), before every commit,
+# vacuum and log clean-up of this process, and before a read retries after a vanished file
+# (another process vacuumed: the cached version is gone). Pulls and syncs never cache here.
 _read_cache: dict[tuple[str, tuple[tuple[str, str], ...]], DeltaTable] | None = None
 
 

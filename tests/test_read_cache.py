@@ -1,5 +1,5 @@
 """A read-only command (status, query, export-duckdb, report, verify, plan) opens each Delta table
-once and reuses it (``tables.cached_reads``): every open lists and reads the table's log, several
+once and reuses it (``opening.cached_reads``): every open lists and reads the table's log, several
 round trips on object storage. And a cached version never hides a newer one where it matters: a
 read that lost its files to another process's vacuum reads the newest version, and no file the
 vacuum removed is reported as damage."""
@@ -18,7 +18,7 @@ import pytest
 from harvester.analysis import connect
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store import Store, retry_read
-from harvester.store.tables import cached_reads
+from harvester.store.opening import cached_reads
 from tests.support import assert_store_matches_truth, cli_env, run_cli, write_config
 
 TODAY = dt.date(2024, 3, 20)

@@ -159,7 +159,7 @@ def _verbosity_options(func: Any) -> Any:
 def command(*args: Any, read_only: bool = False, **kwargs: Any) -> Callable[[Any], Any]:
     """A subcommand that also accepts -c/-v/-q after its name; :mod:`harvester.cli` adds it to
     the group. A ``read_only`` command opens each table of the store once and reuses it
-    (:func:`harvester.store.tables.cached_reads`): it lists a table up to a dozen times."""
+    (:func:`harvester.store.opening.cached_reads`): it lists a table up to a dozen times."""
 
     def decorate(func: Any) -> Any:
         if read_only:
@@ -172,7 +172,7 @@ def command(*args: Any, read_only: bool = False, **kwargs: Any) -> Callable[[Any
 def _with_cached_reads(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        from harvester.store.tables import cached_reads
+        from harvester.store.opening import cached_reads
 
         with cached_reads():
             return func(*args, **kwargs)

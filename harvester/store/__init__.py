@@ -119,7 +119,7 @@ class Store:
         self._layout = s.Layout(root, storage_options)
         # what messages name: the folder, or the URL of a store on object storage
         self.location = self._layout.name
-        self._tables = Tables(self._layout)
+        self._tables = Tables(self._layout, locked=lambda: bool(self._lock_depth))
         self._write_mutex = threading.Lock()  # one flush or compaction at a time
         self._batch_mutex = threading.Lock()
         self._next_batch: int | None = None
@@ -253,7 +253,6 @@ class Store:
             self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
             self._committed, self._index = False, None
             self._tables.forget()
-            self._tables.locked = True
             try:
                 tables_exist = self._tables.exists(s.LEDGER_DIR) and self._tables.exists(s.DATA_DIR)
                 grain = self.grain()
@@ -274,8 +273,6 @@ class Store:
                 finally:
                     self._lock_depth, self._run_id, self._index = 0, None, None
                     self._lock_fd = None
-                    self._tables.locked = False
-                    self._tables.forget()  # others may commit from now on
 
     @contextlib.contextmanager
     def adopted_lock(self, fd: int, run_id: str) -> Iterator[None]:
@@ -284,13 +281,10 @@ class Store:
         adopt_lock(self._layout.lock_file, fd)
         self._lock_depth, self._run_id, self._next_batch = 1, run_id, None
         self._tables.forget()
-        self._tables.locked = True
         try:
             yield
         finally:
             self._lock_depth, self._run_id, self._index = 0, None, None
-            self._tables.locked = False
-            self._tables.forget()
 
     def _vacuum(self) -> None:
         """Delete the files this lock's commits removed, and any a failed write left

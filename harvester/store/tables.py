@@ -1,5 +1,6 @@
-"""The store's three Delta Lake tables through delta-rs (``deltalake``): the only module that
-imports it, so ``harvester --help`` never pays its import (~0.1 s).
+"""The store's three Delta Lake tables through delta-rs (``deltalake``, imported inside functions
+only, so ``harvester --help`` never pays its import, ~0.1 s; a table version is opened through
+:mod:`~harvester.store.opening`).
 
 Every commit the harvester makes is one atomic Delta commit: a reader (Spark, Trino, DuckDB,
 Polars, pandas, or the harvester's own views) sees the version before it or the version after it,
@@ -18,7 +19,7 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +27,9 @@ from urllib.parse import unquote
 
 from harvester import __version__
 from harvester.errors import StoreError
-from harvester.retrying import retry_sync
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR, mirror, one_line, url_problem
+from harvester.store.opening import Key, cached, drop_cached_reads, is_cached, load
 from harvester.store.parquet_files import Journal, clean_unfinished, target, unfinished_journals
 
 if TYPE_CHECKING:
@@ -44,11 +45,6 @@ APP_ID = "harvester"
 # file just before a vacuum removed it fails with a vanished file; the harvester's readers retry
 # with the new version's list (views.retry_read), as they did around compaction before.
 VACUUM_RETENTION_HOURS = 0
-# Reads of a table's log that lost a race with a writer's log clean-up (a checkpoint every 10
-# commits deletes the entries before it): a fresh read finds the new checkpoint at once; the
-# pause only spaces out a second loss. The same tries as the views' reads (views.retry_read).
-OPEN_ATTEMPTS = 5
-OPEN_RETRY_DELAY_SECONDS = 0.05
 # Room a commit needs beyond its rows: the log entry, a checkpoint every 100 commits, Parquet
 # footers. A write is refused (ENOSPC) before delta-rs starts it when the disk has less free
 # than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
@@ -76,15 +72,6 @@ JEMALLOC_ENV = "_RJEM_MALLOC_CONF"
 JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 os.environ.setdefault(JEMALLOC_ENV, JEMALLOC_CONF)
 
-# The tables a read-only command opened, by URI and storage options, while ``cached_reads()``
-# is active (None otherwise). Such a command lists each table several times (the file check,
-# the views, the ledger, the status's sizes: 7 to 13 opens), and each open lists and reads the
-# table's log: ~90 ms against a loopback S3 server, several round trips on a real one. Dropped
-# by ``drop_cached_reads()``: when the lock is taken (``Tables.forget``), before every commit,
-# vacuum and log clean-up of this process, and before a read retries after a vanished file
-# (another process vacuumed: the cached version is gone). Pulls and syncs never cache here.
-_read_cache: dict[tuple[str, tuple[tuple[str, str], ...]], DeltaTable] | None = None
-
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
@@ -109,28 +96,6 @@ def _commit(batch: int | None, operation: str, *, txn: bool = False) -> Any:
     return CommitProperties(custom_metadata=metadata, app_transactions=transactions)
 
 
-@contextlib.contextmanager
-def cached_reads() -> Iterator[None]:
-    """Within this block, every :class:`Tables` of the process opens each table's current version
-    once and shares it (a read-only command: ``status``, ``query``, ``report``, ...). Re-entrant;
-    outside it nothing is cached, so a long-lived caller always reads the newest version."""
-    global _read_cache
-    if _read_cache is not None:
-        yield
-        return
-    _read_cache = {}
-    try:
-        yield
-    finally:
-        _read_cache = None
-
-
-def drop_cached_reads() -> None:
-    """Forget the versions ``cached_reads()`` kept: the next read opens the newest one."""
-    if _read_cache is not None:
-        _read_cache.clear()
-
-
 def write_errors() -> tuple[type[BaseException], ...]:
     """What a failed write raises: OSError, delta-rs's DeltaError, and its Rust panics
     (``PanicException`` derives from BaseException, so ``except Exception`` would miss it)."""
@@ -147,16 +112,16 @@ def write_errors() -> tuple[type[BaseException], ...]:
 class Tables:
     """The data, raw and ledger tables of one store."""
 
-    def __init__(self, layout: s.Layout) -> None:
+    def __init__(self, layout: s.Layout, locked: Callable[[], bool] = lambda: False) -> None:
         self.layout = layout
         # open tables of the writer (under the lock, nobody else commits): loading a table
         # costs ~10 ms (~50-250 ms on object storage), a commit through an open one updates it
         # in place
         self._handles: dict[str, DeltaTable] = {}
-        # set by the store while it holds the lock: reads use the writer's open tables too (the
+        # whether the store holds the lock: reads use the writer's open tables too then (the
         # lock's repair, file check, job index, batch ids and compaction read each table once
         # per run instead of ~6 times)
-        self.locked = False
+        self._locked = locked
 
     def uri(self, kind: str) -> str:
         """Where delta-rs finds table ``kind``; StoreError for a path it cannot address."""
@@ -195,7 +160,7 @@ class Tables:
     def exists(self, kind: str) -> bool:
         from deltalake import DeltaTable
 
-        if kind in self._handles or (_read_cache and self._cache_key(kind) in _read_cache):
+        if kind in self._handles or is_cached(self._cache_key(kind)):
             return True
         return bool(
             DeltaTable.is_deltatable(self.uri(kind), storage_options=self.layout.storage_options)
@@ -205,44 +170,22 @@ class Tables:
         """The table's current version, or None if it does not exist (yet); within
         :func:`cached_reads`, the version this process opened first; under the lock, the
         writer's open table (current: only this process commits)."""
-        if self.locked:
+        if self._locked():
             table = self._handles.get(kind)
             if table is None:
                 table = self._load(kind)
                 if table is not None:
                     self._handles[kind] = table
             return table
-        if _read_cache is None:
-            return self._load(kind)
-        key = self._cache_key(kind)
-        table = _read_cache.get(key)
-        if table is None:
-            table = self._load(kind)
-            if table is not None:
-                _read_cache[key] = table
-        return table
+        return cached(self._cache_key(kind), lambda: self._load(kind))
 
-    def _cache_key(self, kind: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    def _cache_key(self, kind: str) -> Key:
         return self.uri(kind), tuple(sorted((self.layout.storage_options or {}).items()))
 
     def _load(self, kind: str) -> DeltaTable | None:
         """The table's current version, read from its log now (None if there is no table)."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-
-        uri, options = self.uri(kind), self.layout.storage_options
-        try:
-            return retry_sync(
-                lambda: DeltaTable(uri, storage_options=options),
-                attempts=OPEN_ATTEMPTS,
-                wait_for=_log_moved_wait,
-            )
-        except TableNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(
-                f"cannot read the {kind} table of {self.layout.name}: {one_line(exc)}"
-            ) from None
+        what = f"the {kind} table of {self.layout.name}"
+        return load(self.uri(kind), self.layout.storage_options, what)
 
     def description(self) -> str | None:
         """The data table's description (``store.json``'s content, see ``create_missing``)."""
@@ -509,19 +452,6 @@ class Tables:
             )
         table.create_checkpoint()
         table.cleanup_metadata()
-
-
-def _log_moved_wait(exc: Exception, attempt: int) -> float | None:
-    """A log entry or checkpoint that a writer's log clean-up deleted while delta-rs read the
-    log (its DeltaError "... not found") is worth reading the log again; nothing else is."""
-    from deltalake.exceptions import DeltaError, TableNotFoundError
-
-    moved = (
-        isinstance(exc, DeltaError)
-        and not isinstance(exc, TableNotFoundError)
-        and "not found" in str(exc).lower()
-    )
-    return OPEN_RETRY_DELAY_SECONDS * attempt if moved else None
 
 
 def _active_paths(table: DeltaTable) -> set[str]:

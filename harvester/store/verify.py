@@ -42,8 +42,9 @@ from harvester.errors import StoreDamagedError
 from harvester.jobs import Grain
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR
+from harvester.store.opening import drop_cached_reads
 from harvester.store.store_files import key_of, move_aside, strays
-from harvester.store.tables import FileInfo, Tables, drop_cached_reads, in_list, sql_string
+from harvester.store.tables import FileInfo, Tables, in_list, sql_string
 
 QUARANTINE_DIR = "quarantine"
 # DuckDB's errors that a damaged or missing Parquet file raises; a bare duckdb.Error is its

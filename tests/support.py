@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harvester.simulator import SimulatorServer
+from tests.cli_server import ForkedRun, cli_server
 
 PASSWORD_ENV = "VT_TEST_PASSWORD"
 Row = tuple[str, str, str, str, int, int, int, int, int, int]
@@ -97,16 +98,48 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 120,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m harvester ARGS`` in a subprocess, as a user would run it."""
+    """``python -m harvester ARGS`` in a process of its own, as a user would run it: forked from
+    the suite's CLI server (:mod:`tests.cli_server`: no start-up imports) unless ``env`` sets a
+    variable only a fresh interpreter reads, or ``fresh``."""
+    env = dict(env) if env is not None else cli_env()
+    server = None if fresh else cli_server()
+    if server is not None and not server.needs_fresh_interpreter(env):
+        return server.run(args, env, cwd, timeout)
     return subprocess.run(
         [sys.executable, "-m", "harvester", *args],
-        env=dict(env) if env is not None else cli_env(),
+        env=env,
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def start_cli(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: int = subprocess.DEVNULL,
+    stderr: int = subprocess.DEVNULL,
+) -> ForkedRun | subprocess.Popen[str]:
+    """``python -m harvester ARGS`` started in a process of its own and left running, for tests
+    that signal or kill it: forked from the CLI server like :func:`run_cli` (the same
+    ``Popen`` verbs), else a fresh interpreter. ``stdout``/``stderr``: DEVNULL or PIPE."""
+    env = dict(env) if env is not None else cli_env()
+    server = cli_server()
+    if server is not None and not server.needs_fresh_interpreter(env):
+        return server.start(args, env, cwd, stdout, stderr)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harvester", *args],
+        env=env,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
     )
 
 

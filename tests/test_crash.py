@@ -7,12 +7,19 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from harvester.simulator import SimulatorServer, SimulatorSettings
-from tests.support import assert_store_matches_truth, cli_env, ledger_states, run_cli, write_config
+from tests.cli_server import ForkedRun
+from tests.support import (
+    assert_store_matches_truth,
+    cli_env,
+    ledger_states,
+    run_cli,
+    start_cli,
+    write_config,
+)
 
 TODAY = dt.date(2024, 5, 1)
 START, END = dt.date(2024, 3, 1), dt.date(2024, 3, 30)
@@ -21,23 +28,11 @@ FLUSH_JOBS = 4
 CONCURRENCY = 4
 
 
-def start_pull(config: Path, sim: SimulatorServer) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harvester",
-            "-q",
-            "pull",
-            "-c",
-            str(config),
-            "--today",
-            "2024-05-01",
-        ],
+def start_pull(config: Path, sim: SimulatorServer) -> ForkedRun | subprocess.Popen[str]:
+    return start_cli(
+        ["-q", "pull", "-c", str(config), "--today", "2024-05-01"],
         env=cli_env(sim),
-        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        text=True,
     )
 
 
@@ -62,7 +57,7 @@ def test_pull_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path: Pa
         while kills < KILLS:
             before = len(sim.log)
             proc = start_pull(config, sim)
-            # kill at a random moment once the run has sent something (start-up takes ~0.5 s)
+            # kill at a random moment once the run has sent something
             deadline = time.monotonic() + 20
             while len(sim.log) == before and proc.poll() is None:
                 assert time.monotonic() < deadline, "the pull never sent a request"

@@ -26,7 +26,14 @@ import pytest
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store.location import STATE_DIR_ENV
 from tests.s3_server import S3Server
-from tests.support import assert_store_matches_truth, cli_env, days, run_cli, write_config
+from tests.support import (
+    assert_store_matches_truth,
+    cli_env,
+    days,
+    run_cli,
+    start_cli,
+    write_config,
+)
 
 D = dt.date
 START = D(2024, 3, 1)
@@ -183,15 +190,10 @@ def test_deltalake_reader_at_random_moments_of_a_pull_with_refetches_equals_the_
             text=True,
         )
         assert sampler.stdout is not None and sampler.stdout.readline().strip() == "ready"
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "harvester", "-q", "pull", "-c", str(config)),
-                *("--refetch", "--today", "2024-05-01"),
-            ],
+        proc = start_cli(
+            ["-q", "pull", "-c", str(config), "--refetch", "--today", "2024-05-01"],
             env=env,
-            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            text=True,
         )
         try:
             proc.wait(timeout=120)

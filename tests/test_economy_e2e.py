@@ -11,15 +11,13 @@ import datetime as dt
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from harvester.simulator import Shape, SimulatorServer, SimulatorSettings
 from harvester.store.provenance import load_economy, provenance_counts
-from tests.support import assert_store_matches_truth, cli_env, run_cli, write_config
+from tests.support import assert_store_matches_truth, cli_env, run_cli, start_cli, write_config
 
 D = dt.date
 TODAY = D(2024, 7, 1)
@@ -254,21 +252,8 @@ def test_pull_killed_mid_economy_resumes_equal_to_truth_and_never_records_a_day_
         store = tmp_path / "store"
         for _ in range(5):
             before = len(sim.log)
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "harvester",
-                    "-q",
-                    "pull",
-                    "-c",
-                    str(config),
-                    "--today",
-                    TODAY.isoformat(),
-                ],
-                env=cli_env(sim),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            proc = start_cli(
+                ["-q", "pull", "-c", str(config), "--today", TODAY.isoformat()], env=cli_env(sim)
             )
             deadline = time.monotonic() + 20
             while len(sim.log) == before and proc.poll() is None:

@@ -429,6 +429,15 @@ def test_an_unreachable_auth_endpoint_is_an_outage_not_a_credentials_error(
 
 LONG_START = dt.date(2024, 1, 1)  # 70 days x 4 phones = 280 jobs: the disk fills half-way
 FLUSH_JOBS = 20
+# The tmpfs variant's disk, counted as tmpfs counts it (4 KiB pages per file). Measured on this
+# run (statvfs around each table write, 3 runs alike): the store uses 32 KiB before the first
+# flush, and the first flush's biggest write needs 194 KiB (its data rows' 66 KiB of Arrow plus
+# the writer's 64 KiB margin, tables.SPACE_MARGIN_BYTES, over the 64 KiB already used); the
+# whole run ends at 680 KiB used and needs up to 800 KiB. 200 KiB left the first flush 6 KiB to
+# spare and failed it outright once on a loaded machine (its batch took more than 20 jobs). 448
+# KiB holds a first batch of twice that size (~290 KiB) and fills near the run's middle (the
+# write needing 480 KiB, the 6th of 14 flushes).
+TMPFS_SIZE = "448k"
 # sitecustomize for the "injected" variant: every table write of the store after the first
 # ENOSPC_AFTER_BYTES bytes (of Arrow data handed to delta-rs) fails as a full disk does.
 ENOSPC_SITECUSTOMIZE = """
@@ -460,9 +469,9 @@ for _name in ("append", "replace", "overwrite"):
 def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     """The store folder on a disk that fills up; yields the extra environment of the first run.
 
-    ``tmpfs``: a real 200 KiB tmpfs mounted at the store folder (needs root and mount), grown to
-    64 MiB for the second run. ``injected``: ENOSPC raised by the store's table writes after
-    200 KB, through a sitecustomize module on the subprocess's PYTHONPATH.
+    ``tmpfs``: a real tmpfs of TMPFS_SIZE mounted at the store folder (needs root and mount),
+    grown to 64 MiB for the second run. ``injected``: ENOSPC raised by the store's table writes
+    after 200 KB, through a sitecustomize module on the subprocess's PYTHONPATH.
     """
     store = tmp_path / "store"
     store.mkdir()
@@ -471,7 +480,7 @@ def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
         if mount is None or os.geteuid() != 0:
             pytest.skip("a tmpfs needs root and mount(8)")
         done = subprocess.run(
-            [mount, "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(store)],
+            [mount, "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(store)],
             capture_output=True,
             check=False,
         )

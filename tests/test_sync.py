@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from tests.support import (
     cli_env,
     ledger_states,
     run_cli,
+    start_cli,
     stored_rows,
     write_config,
 )
@@ -109,12 +109,11 @@ def test_interrupted_sync_resumes_without_refetching(tmp_path: Path) -> None:
         config = write_config(
             tmp_path, sim, phones=PHONES, start=START, lookback_days=2, concurrency=2, flush_jobs=1
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harvester", "sync", "-c", str(config), "--today", "2024-03-31"],
+        proc = start_cli(
+            ["sync", "-c", str(config), "--today", "2024-03-31"],
             env=cli_env(sim),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
         deadline = time.monotonic() + 30
         while sum(1 for e in sim.log.entries() if e.outcome == "ok") < 12:

@@ -9,6 +9,7 @@ parsing a flag.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -157,11 +158,25 @@ def _verbosity_options(func: Any) -> Any:
     )(func)
 
 
-def command(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+def command(*args: Any, read_only: bool = False, **kwargs: Any) -> Callable[[Any], Any]:
     """A subcommand that also accepts -c/-v/-q after its name; :mod:`harvester.cli` adds it to
-    the group."""
+    the group. A ``read_only`` command opens each table of the store once and reuses it
+    (:func:`harvester.store.opening.cached_reads`): it lists a table up to a dozen times."""
 
     def decorate(func: Any) -> Any:
+        if read_only:
+            func = _with_cached_reads(func)
         return click.command(*args, **kwargs)(_verbosity_options(_subcommand_config_option(func)))
 
     return decorate
+
+
+def _with_cached_reads(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from harvester.store.opening import cached_reads
+
+        with cached_reads():
+            return func(*args, **kwargs)
+
+    return run

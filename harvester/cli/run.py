@@ -114,7 +114,7 @@ def _plan(
     )
 
 
-@command("plan")
+@command("plan", read_only=True)
 @with_options(range_options)
 @click.option("--sync", "as_sync", is_flag=True, help="Plan what `harvester sync` would fetch.")
 @click.pass_obj

@@ -19,7 +19,7 @@ from harvester.cli.options import CliState, command, date_option, store_option
 from harvester.errors import UsageError
 
 
-@command("status")
+@command("status", read_only=True)
 @store_option
 @click.option("--gaps", is_flag=True, help="List missing and failed jobs per phone as date ranges.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -37,7 +37,7 @@ def status_cmd(obj: CliState, store: Path | None, gaps: bool, as_json: bool) -> 
     click.echo(render_status(obj.store_path(store), gaps=gaps, as_json=as_json))
 
 
-@command("query")
+@command("query", read_only=True)
 @store_option
 @click.option(
     "--format",
@@ -131,7 +131,7 @@ def compact_cmd(obj: CliState, store: Path | None) -> None:
     click.echo(str(result))
 
 
-@command("export-duckdb")
+@command("export-duckdb", read_only=True)
 @store_option
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
@@ -150,7 +150,7 @@ def export_duckdb_cmd(obj: CliState, store: Path | None, file: Path) -> None:
     click.echo(f"wrote {file}")
 
 
-@command("report")
+@command("report", read_only=True)
 @store_option
 @click.option("--from", "date_from", help="First day of the report.")
 @click.option("--to", "date_to", help="Last day of the report.")

@@ -25,7 +25,7 @@ EXIT_DAMAGED = 1
 REPAIR_HINT = "run `harvester verify --repair`, then pull or sync"
 
 
-@command("verify")
+@command("verify", read_only=True)
 @store_option
 @click.option(
     "--repair",

@@ -45,7 +45,7 @@ from harvester.store.location import one_line
 from harvester.store.lock import LockHolder, adopt_lock, held_lock
 from harvester.store.status import PhoneStatus, RunInfo, StoreStatus, store_status
 from harvester.store.tables import FileInfo, Tables
-from harvester.store.verify import check_files, quick_problems, reading
+from harvester.store.verify import check_files, lasting_problems, reading
 from harvester.store.views import (
     base_views_sql,
     connect_base,
@@ -120,7 +120,7 @@ class Store:
         self._layout = s.Layout(root, storage_options)
         # what messages name: the folder, or the URL of a store on object storage
         self.location = self._layout.name
-        self._tables = Tables(self._layout)
+        self._tables = Tables(self._layout, locked=lambda: bool(self._lock_depth))
         self._write_mutex = threading.Lock()  # one flush or compaction at a time
         self._batch_mutex = threading.Lock()
         self._next_batch: int | None = None
@@ -433,6 +433,7 @@ class Store:
         grain = self.grain()
         from harvester.store.compact import needs_compaction
 
+        unreadable = len(lasting_problems(self._tables))  # first: it may list the tables again
         infos = self._file_infos()
         with reading(self._tables):
             return store_status(
@@ -440,7 +441,7 @@ class Store:
                 grain.value if grain else None,
                 infos,
                 needs_compaction=needs_compaction(infos),
-                unreadable=len(quick_problems(self._tables)),
+                unreadable=unreadable,
             )
 
     def quarantine(self) -> list[QuarantinedReply]:

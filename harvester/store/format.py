@@ -156,6 +156,7 @@ def record_table_metadata(tables: Tables, grain: Grain) -> None:
     from harvester.store.tables import _commit
 
     wanted = table_properties(grain)
+    changed = False
     for kind in s.KINDS:
         table = tables.open(kind)
         if table is None:
@@ -166,7 +167,9 @@ def record_table_metadata(tables: Tables, grain: Grain) -> None:
         table.alter.set_table_properties(
             wanted, raise_if_not_exists=False, commit_properties=_commit(None, "configure")
         )
-    tables.forget()
+        changed = True
+    if changed:  # the tables opened before are old versions now
+        tables.forget()
 
 
 def table_properties(grain: Grain) -> dict[str, str]:

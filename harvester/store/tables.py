@@ -1,5 +1,6 @@
-"""The store's three Delta Lake tables through delta-rs (``deltalake``): the only module that
-imports it, so ``harvester --help`` never pays its import (~0.1 s).
+"""The store's three Delta Lake tables through delta-rs (``deltalake``, imported inside functions
+only, so ``harvester --help`` never pays its import, ~0.1 s; a table version is opened through
+:mod:`~harvester.store.opening`).
 
 Every commit the harvester makes is one atomic Delta commit: a reader (Spark, Trino, DuckDB,
 Polars, pandas, or the harvester's own views) sees the version before it or the version after it,
@@ -18,7 +19,7 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +27,9 @@ from urllib.parse import unquote
 
 from harvester import __version__
 from harvester.errors import StoreError
-from harvester.retrying import retry_sync
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR, mirror, one_line, url_problem
+from harvester.store.opening import Key, cached, drop_cached_reads, is_cached, load
 from harvester.store.parquet_files import Journal, clean_unfinished, target, unfinished_journals
 
 if TYPE_CHECKING:
@@ -44,11 +45,6 @@ APP_ID = "harvester"
 # file just before a vacuum removed it fails with a vanished file; the harvester's readers retry
 # with the new version's list (views.retry_read), as they did around compaction before.
 VACUUM_RETENTION_HOURS = 0
-# Reads of a table's log that lost a race with a writer's log clean-up (a checkpoint every 10
-# commits deletes the entries before it): a fresh read finds the new checkpoint at once; the
-# pause only spaces out a second loss. The same tries as the views' reads (views.retry_read).
-OPEN_ATTEMPTS = 5
-OPEN_RETRY_DELAY_SECONDS = 0.05
 # Room a commit needs beyond its rows: the log entry, a checkpoint every 100 commits, Parquet
 # footers. A write is refused (ENOSPC) before delta-rs starts it when the disk has less free
 # than the rows' Arrow size (an upper bound of their compressed size) plus this: delta-rs fails
@@ -116,11 +112,16 @@ def write_errors() -> tuple[type[BaseException], ...]:
 class Tables:
     """The data, raw and ledger tables of one store."""
 
-    def __init__(self, layout: s.Layout) -> None:
+    def __init__(self, layout: s.Layout, locked: Callable[[], bool] = lambda: False) -> None:
         self.layout = layout
         # open tables of the writer (under the lock, nobody else commits): loading a table
-        # costs ~10 ms, a commit through an open one updates it in place
+        # costs ~10 ms (~50-250 ms on object storage), a commit through an open one updates it
+        # in place
         self._handles: dict[str, DeltaTable] = {}
+        # whether the store holds the lock: reads use the writer's open tables too then (the
+        # lock's repair, file check, job index, batch ids and compaction read each table once
+        # per run instead of ~6 times)
+        self._locked = locked
 
     def uri(self, kind: str) -> str:
         """Where delta-rs finds table ``kind``; StoreError for a path it cannot address."""
@@ -139,14 +140,16 @@ class Tables:
         return self.layout.table_uri(kind)
 
     def forget(self) -> None:
-        """Drop the open tables (the lock was taken: another process may have committed)."""
+        """Drop the open tables (the lock was taken: another process may have committed), and
+        the versions read-only commands cached (:func:`cached_reads`)."""
         self._handles.clear()
+        drop_cached_reads()
 
     def handle(self, kind: str) -> DeltaTable:
         """The writer's open table ``kind`` (StoreError if the store has no such table)."""
         table = self._handles.get(kind)
         if table is None:
-            table = self.open(kind)
+            table = self._load(kind)  # its own: commits update it in place
             if table is None:
                 raise StoreError(f"store.path {self.layout.name} has no {kind} table")
             self._handles[kind] = table
@@ -157,28 +160,32 @@ class Tables:
     def exists(self, kind: str) -> bool:
         from deltalake import DeltaTable
 
+        if kind in self._handles or is_cached(self._cache_key(kind)):
+            return True
         return bool(
             DeltaTable.is_deltatable(self.uri(kind), storage_options=self.layout.storage_options)
         )
 
     def open(self, kind: str) -> DeltaTable | None:
-        """The table's current version, or None if it does not exist (yet)."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        """The table's current version, or None if it does not exist (yet); within
+        :func:`cached_reads`, the version this process opened first; under the lock, the
+        writer's open table (current: only this process commits)."""
+        if self._locked():
+            table = self._handles.get(kind)
+            if table is None:
+                table = self._load(kind)
+                if table is not None:
+                    self._handles[kind] = table
+            return table
+        return cached(self._cache_key(kind), lambda: self._load(kind))
 
-        uri, options = self.uri(kind), self.layout.storage_options
-        try:
-            return retry_sync(
-                lambda: DeltaTable(uri, storage_options=options),
-                attempts=OPEN_ATTEMPTS,
-                wait_for=_log_moved_wait,
-            )
-        except TableNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(
-                f"cannot read the {kind} table of {self.layout.name}: {one_line(exc)}"
-            ) from None
+    def _cache_key(self, kind: str) -> Key:
+        return self.uri(kind), tuple(sorted((self.layout.storage_options or {}).items()))
+
+    def _load(self, kind: str) -> DeltaTable | None:
+        """The table's current version, read from its log now (None if there is no table)."""
+        what = f"the {kind} table of {self.layout.name}"
+        return load(self.uri(kind), self.layout.storage_options, what)
 
     def description(self) -> str | None:
         """The data table's description (``store.json``'s content, see ``create_missing``)."""
@@ -317,6 +324,7 @@ class Tables:
                 commit_properties=_commit(None, "create"),
                 raise_if_key_not_exists=False,  # the harvester.* properties
             )
+        drop_cached_reads()
 
     def append(
         self, kind: str, rows: pa.Table | pa.RecordBatchReader, batch: int, *, txn: bool = True
@@ -373,6 +381,7 @@ class Tables:
         where = target(self.uri(kind), self.layout.storage_options)
         journal = Journal(self.layout.root, kind)
         commit = FileCommit(where, journal, rows, predicate, txn=txn)
+        drop_cached_reads()  # a cached version is about to be an old one
         try:
             for attempt in range(1, COMMIT_ATTEMPTS + 1):
                 table = self.handle(kind)
@@ -404,6 +413,7 @@ class Tables:
         if not self.exists(kind):
             return 0
         self.ensure_space()
+        drop_cached_reads()  # its files are about to go
         table = self.handle(kind)
         removed = table.vacuum(
             retention_hours=VACUUM_RETENTION_HOURS,
@@ -432,6 +442,7 @@ class Tables:
         if not self.exists(kind):
             return
         self.ensure_space()
+        drop_cached_reads()  # the log entries a cached version was read from are about to go
         table = self.handle(kind)
         configuration = table.metadata().configuration
         if any(configuration.get(k) != v for k, v in TABLE_CONFIGURATION.items()):
@@ -441,19 +452,6 @@ class Tables:
             )
         table.create_checkpoint()
         table.cleanup_metadata()
-
-
-def _log_moved_wait(exc: Exception, attempt: int) -> float | None:
-    """A log entry or checkpoint that a writer's log clean-up deleted while delta-rs read the
-    log (its DeltaError "... not found") is worth reading the log again; nothing else is."""
-    from deltalake.exceptions import DeltaError, TableNotFoundError
-
-    moved = (
-        isinstance(exc, DeltaError)
-        and not isinstance(exc, TableNotFoundError)
-        and "not found" in str(exc).lower()
-    )
-    return OPEN_RETRY_DELAY_SECONDS * attempt if moved else None
 
 
 def _active_paths(table: DeltaTable) -> set[str]:

@@ -42,6 +42,7 @@ from harvester.errors import StoreDamagedError
 from harvester.jobs import Grain
 from harvester.store import schema as s
 from harvester.store.location import CACHE_DIR
+from harvester.store.opening import drop_cached_reads
 from harvester.store.store_files import key_of, move_aside, strays
 from harvester.store.tables import FileInfo, Tables, in_list, sql_string
 
@@ -153,17 +154,21 @@ def _stat_problem(info: FileInfo) -> str | None:
 
 
 def check_files(tables: Tables) -> None:
-    """StoreDamagedError naming the first missing or truncated file (and how many there are).
+    """StoreDamagedError naming the first missing or truncated file (and how many there are)."""
+    problems = lasting_problems(tables)
+    if problems:
+        raise _damaged(problems)
 
-    A file a vacuum removed just after the listing is not damage: the tables are listed again
-    once before anything is reported.
-    """
+
+def lasting_problems(tables: Tables) -> list[FileProblem]:
+    """:func:`quick_problems` of the tables' newest versions: a file a vacuum removed just after
+    the listing (or after a read-only command cached the version) is not damage, so the tables
+    are listed again once before anything is reported."""
     problems = quick_problems(tables)
     if problems:
         tables.forget()
         problems = quick_problems(tables)
-    if problems:
-        raise _damaged(problems)
+    return problems
 
 
 def _damaged(problems: list[FileProblem]) -> StoreDamagedError:
@@ -203,11 +208,13 @@ def reading(tables: Tables) -> Iterator[None]:
     except duckdb.Error as exc:
         if not (type(exc) is duckdb.Error or isinstance(exc, _DAMAGE_ERRORS)):
             raise
+        drop_cached_reads()  # judge the newest version: a vacuum may have removed the file
         problems = find_damage(tables)
         if not problems:
             raise
         raise _damaged(problems) from None
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        drop_cached_reads()
         problems = find_damage(tables)
         if not problems:
             raise

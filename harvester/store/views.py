@@ -244,6 +244,9 @@ def connect_base(root: Path | str | _HasPath) -> duckdb.DuckDBPyConnection:
 
 
 def _refresh_live() -> None:
+    from harvester.store.opening import drop_cached_reads
+
+    drop_cached_reads()  # the version a read-only command cached lost a file: read the newest
     for con, root in list(_LIVE.items()):
         try:
             refresh(con, root)

@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from harvester.store import Store, connect_base, retry_read
 
 QUERIES = Path(__file__).resolve().parents[1] / "queries"
 KILLS = 12
+# A child's first flush takes well under a second; far more means it hangs.
+FIRST_FLUSH_TIMEOUT_SECONDS = 60.0
 
 # A reply's items and counters are a function of its generation, so the parent can check that a
 # job's visible rows are exactly one fetch: 1 + generation % 4 items, all with visits = generation.
@@ -63,6 +66,8 @@ with store.lock(f"run-{seed}"):
         if writer.flush_due():
             writer.flush()
             flushes += 1
+            if flushes == 1:
+                print("flushed", flush=True)
             if flushes % 7 == 0:
                 store.compact()
 """
@@ -124,6 +129,14 @@ def test_sigkill_at_random_moments_never_duplicates_or_loses_rows(tmp_path: Path
             child.kill()
             _, err = child.communicate()
             raise AssertionError(f"child {kill} did not start: {line!r} {err}")
+        if kill % 2 == 0:
+            # every second kill lands after the child's first commit, so the run is sure to have
+            # committed something even when a loaded machine makes every start slow
+            watchdog = threading.Timer(FIRST_FLUSH_TIMEOUT_SECONDS, child.kill)
+            watchdog.start()
+            line = child.stdout.readline()
+            watchdog.cancel()
+            assert line.strip() == "flushed", (line, child.communicate()[1])
         time.sleep(rng.uniform(0.05, 0.5))
         assert child.poll() is None, child.communicate()[1]
         os.kill(child.pid, signal.SIGKILL)

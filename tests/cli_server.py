@@ -322,21 +322,10 @@ class ForkedRun:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         streams = [s for s in (self.stdout, self.stderr) if s is not None]
-        chunks: dict[int, list[bytes]] = {s.fileno(): [] for s in streams}
-        with selectors.DefaultSelector() as events:
-            for fd in chunks:
-                events.register(fd, selectors.EVENT_READ)
-            while events.get_map():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
-                for key, _ in events.select(left):
-                    data = os.read(key.fd, 65536)
-                    if data:
-                        chunks[key.fd].append(data)
-                    else:
-                        events.unregister(key.fd)
-        texts = {fd: _text(b"".join(parts)) for fd, parts in chunks.items()}
+        data, ended = _drain([s.fileno() for s in streams], deadline)
+        if not ended:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        texts = {fd: _text(raw) for fd, raw in data.items()}
         out = None if self.stdout is None else texts[self.stdout.fileno()]
         err = None if self.stderr is None else texts[self.stderr.fileno()]
         for stream in streams:
@@ -362,24 +351,35 @@ def _collect(
     its exit code) until ``timeout``; exit code None if it did not end in time."""
     import time
 
-    deadline = time.monotonic() + timeout
-    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: [], conn.fileno(): []}
-    open_fds = set(chunks)
+    data, ended = _drain([out_fd, err_fd, conn.fileno()], time.monotonic() + timeout)
+    lines = data[conn.fileno()].decode().split()
+    pid = int(lines[0]) if lines else None
+    code = int(lines[1]) if len(lines) > 1 and ended else None
+    return code, data[out_fd], data[err_fd], pid
+
+
+def _drain(fds: list[int], deadline: float | None) -> tuple[dict[int, bytes], bool]:
+    """Each descriptor read to its end, or until ``deadline`` (``time.monotonic()``; None: no
+    limit): the bytes read from each, and whether every one ended."""
+    import time
+
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in fds}
+    ended = True
     with selectors.DefaultSelector() as events:
         for fd in chunks:
             events.register(fd, selectors.EVENT_READ)
-        while open_fds and (left := deadline - time.monotonic()) > 0:
+        while events.get_map():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                ended = False
+                break
             for key, _ in events.select(left):
                 data = os.read(key.fd, 65536)
                 if data:
                     chunks[key.fd].append(data)
                 else:
                     events.unregister(key.fd)
-                    open_fds.discard(key.fd)
-    lines = b"".join(chunks[conn.fileno()]).decode().split()
-    pid = int(lines[0]) if lines else None
-    code = int(lines[1]) if len(lines) > 1 and not open_fds else None
-    return code, b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), pid
+    return {fd: b"".join(parts) for fd, parts in chunks.items()}, ended
 
 
 def _encoding() -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harvester.simulator import SimulatorServer
-from tests.cli_server import ForkedRun, cli_server
+from tests.cli_server import CliServer, ForkedRun, cli_server
 
 PASSWORD_ENV = "VT_TEST_PASSWORD"
 Row = tuple[str, str, str, str, int, int, int, int, int, int]
@@ -104,8 +104,8 @@ def run_cli(
     the suite's CLI server (:mod:`tests.cli_server`: no start-up imports) unless ``env`` sets a
     variable only a fresh interpreter reads, or ``fresh``."""
     env = dict(env) if env is not None else cli_env()
-    server = None if fresh else cli_server()
-    if server is not None and not server.needs_fresh_interpreter(env):
+    server = None if fresh else _server_for(env)
+    if server is not None:
         return server.run(args, env, cwd, timeout)
     return subprocess.run(
         [sys.executable, "-m", "harvester", *args],
@@ -116,6 +116,13 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def _server_for(env: Mapping[str, str]) -> CliServer | None:
+    """The CLI server to fork a run with ``env`` from; None when the run needs a fresh
+    interpreter (the server is off, or ``env`` sets what only interpreter start-up reads)."""
+    server = cli_server()
+    return None if server is None or server.needs_fresh_interpreter(env) else server
 
 
 def start_cli(
@@ -130,8 +137,8 @@ def start_cli(
     that signal or kill it: forked from the CLI server like :func:`run_cli` (the same
     ``Popen`` verbs), else a fresh interpreter. ``stdout``/``stderr``: DEVNULL or PIPE."""
     env = dict(env) if env is not None else cli_env()
-    server = cli_server()
-    if server is not None and not server.needs_fresh_interpreter(env):
+    server = _server_for(env)
+    if server is not None:
         return server.start(args, env, cwd, stdout, stderr)
     return subprocess.Popen(
         [sys.executable, "-m", "harvester", *args],

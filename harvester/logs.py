@@ -43,6 +43,7 @@ class RedactSecrets(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.needles: set[str] = set()
+        self._needle_bytes: tuple[bytes, ...] = ()  # the needles in UTF-8, for every reply
         self._fragments: set[str] = set()  # every MIN_SECRET_FRAGMENT-long piece of a needle
         self._short: set[str] = set()  # needles shorter than that, matched whole
 
@@ -58,6 +59,7 @@ class RedactSecrets(logging.Filter):
                             form[i : i + MIN_SECRET_FRAGMENT]
                             for i in range(len(form) - MIN_SECRET_FRAGMENT + 1)
                         )
+        self._needle_bytes = tuple(needle.encode() for needle in self.needles)
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret (or a piece of one of MIN_SECRET_FRAGMENT characters
@@ -73,7 +75,7 @@ class RedactSecrets(logging.Filter):
 
     def holds_a_secret(self, data: bytes) -> bool:
         """Whether ``data`` holds a whole secret (a cheap check: one search per secret)."""
-        return any(needle.encode() in data for needle in self.needles)
+        return any(needle in data for needle in self._needle_bytes)
 
     @staticmethod
     def _spans(text: AnyStr, short: set[AnyStr], fragments: set[AnyStr]) -> list[tuple[int, int]]:

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from harvester.jobs import Grain, Job, windows, windows_newest_first
+from harvester.jobs import Grain, Job, windows, windows_newest_first, ymd
 from harvester.plan import Cost, PlanCount, count, pull_plan, sync_plan
 
 D = dt.date
@@ -243,3 +245,11 @@ def test_a_plan_that_outlasts_the_calendar_says_so(tmp_path: Path) -> None:
     soon = forecast(config, plan, D(2024, 4, 1))
     assert soon.finish_at is not None
     assert json.loads(render_plan(soon, as_json=True))["finish_at"] is not None
+
+
+@given(st.dates())
+def test_a_request_path_names_its_days_as_yyyymmdd(day: dt.date) -> None:
+    job = Job("ALL", day, day, day)
+    stamp = f"{day.year:04d}{day.month:02d}{day.day:02d}"  # the API's form, years below 1000 too
+    assert ymd(day) == stamp
+    assert job.path == f"/path/{stamp}/{stamp}/ALL"

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harvester.api import reply as reply_module
 from harvester.api.reply import MAX_PLAUSIBLE_COUNT, parse_reply
 from harvester.errors import ReplyError
 from harvester.items import COLUMNS, COUNTER_FIELDS, ItemRows, item_schema
@@ -250,3 +251,67 @@ def test_valid_replies_round_trip(apps: dict[str, list[dict[str, Any]]], as_list
         for entry in items
     ]
     assert list(parsed.rows()) == expected
+
+
+# -- the fast decoder agrees with the standard one ------------------------------------------------
+
+
+def _one_item(**fields: str) -> bytes:
+    """A body of one item whose fields are written as given (raw JSON text), zeros elsewhere."""
+    item = {"page": '"p"', "form": '"f"', "item": '"i"'} | dict.fromkeys(COUNTER_FIELDS, "0")
+    pairs = ", ".join(f'"{key}": {text}' for key, text in (item | fields).items())
+    return ('{"applications": {"a": [{' + pairs + "}]}}").encode()
+
+
+EDGE_BODIES = [
+    _one_item(visits="18446744073709551616"),  # past 64 bits: orjson reads a float
+    b'{"applications": {}, "extra": 123456789012345678901234567890}',  # an ignored huge number
+    b'{"applications": {"\\ud800": []}}',  # a lone surrogate orjson refuses
+    _one_item(page='"\\ud800"'),
+    b'\xef\xbb\xbf{"applications": []}',  # a BOM
+    b'{"applications": [], "x": 1e400}',  # infinity when read as a double
+    b'{"applications": [], "x": NaN}',
+    b'{"applications": [], "applications": {}}',  # duplicate keys: the last wins
+    _one_item(visits="-0.0", filled="3.0", nomatch='"7"'),
+    b'{"applications": {"a": "\xff"}}',  # not UTF-8
+    b"[" * 3000 + b"]" * 3000,  # nested too deeply
+]
+
+
+def _standard_verdict(raw: bytes) -> object:
+    try:
+        return list(reply_module._parse_standard(raw).rows())
+    except ReplyError as exc:
+        return f"ReplyError: {exc}"
+
+
+def _verdict(raw: bytes) -> object:
+    try:
+        return list(parse_reply(raw).rows())
+    except ReplyError as exc:
+        return f"ReplyError: {exc}"
+
+
+def test_the_fast_decoder_is_installed() -> None:
+    # without it every property below would compare the standard path with itself
+    assert reply_module._fast_loads is not None
+
+
+@pytest.mark.parametrize("raw", EDGE_BODIES)
+def test_the_fast_path_gives_the_standard_verdict_on_edge_cases(raw: bytes) -> None:
+    assert _verdict(raw) == _standard_verdict(raw)
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        json_values,
+        st.dictionaries(st.text(max_size=8), st.lists(item_like, max_size=3), max_size=3),
+        st.lists(st.one_of(item_like, json_values), max_size=4),
+        valid_replies,
+    ),
+    st.booleans(),
+)
+def test_the_fast_path_gives_the_standard_verdict(value: Any, ascii_only: bool) -> None:
+    raw = json.dumps({"applications": value}, ensure_ascii=ascii_only).encode()
+    assert _verdict(raw) == _standard_verdict(raw)

@@ -145,11 +145,15 @@ class QuotaGate:
         """
         while True:
             self._raise_if_stalled()
-            recheck = self._model.verdict(self._clock.monotonic())
+            now = self._clock.monotonic()
+            recheck = self._model.verdict(now)
             if recheck is None:
-                await self._pacer.acquire()
-                now = self._clock.monotonic()
-                recheck = self._model.verdict(now)
+                if not self._pacer.has_capacity():
+                    await self._pacer.acquire()  # waits: the budget may change meanwhile
+                    now = self._clock.monotonic()
+                    recheck = self._model.verdict(now)
+                else:  # a token is there: acquire() returns at once and nothing can change
+                    await self._pacer.acquire()
                 if recheck is None:
                     self._raise_if_stalled()  # a reply may have come in while pacing
                     return self._model.grant(now)

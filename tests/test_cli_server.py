@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from harvester.cli import RUST_LOG_LEVEL
 from harvester.simulator import SimulatorServer, SimulatorSettings
+from harvester.store.tables import JEMALLOC_CONF, JEMALLOC_ENV
 from tests.cli_server import cli_server
 from tests.support import cli_env, run_cli, write_config
 
@@ -59,6 +61,22 @@ def test_a_forked_run_reads_a_store_as_a_fresh_interpreter(tmp_path: Path) -> No
         assert forked.returncode == fresh.returncode == 0, forked.stderr + fresh.stderr
         assert (forked.stdout, forked.stderr) == (fresh.stdout, fresh.stderr)
         assert forked.stdout.strip(), args
+
+
+def test_a_run_setting_what_the_servers_imports_read_gets_a_fresh_interpreter() -> None:
+    """delta-rs reads its log level and jemalloc its settings when they load, in the server: a
+    run that sets them otherwise needs its own interpreter; one that leaves them to the
+    harvester's defaults, or sets those very defaults, does not."""
+    server = cli_server()
+    if server is None:
+        pytest.skip("the fork server is off")
+    base = {k: v for k, v in cli_env().items() if k not in {JEMALLOC_ENV, "RUST_LOG"}}
+    assert not server.needs_fresh_interpreter(base)
+    assert not server.needs_fresh_interpreter({**base, JEMALLOC_ENV: JEMALLOC_CONF})
+    assert not server.needs_fresh_interpreter({**base, "RUST_LOG": RUST_LOG_LEVEL})
+    assert server.needs_fresh_interpreter({**base, "RUST_LOG": "debug"})
+    assert server.needs_fresh_interpreter({**base, JEMALLOC_ENV: "narenas:2"})
+    assert server.needs_fresh_interpreter({**base, "JE_ARROW_MALLOC_CONF": "narenas:2"})
 
 
 def test_each_run_has_its_own_environment_and_folder(tmp_path: Path) -> None:

@@ -20,6 +20,29 @@ from typing import Any
 
 import pytest
 
+# `python -c MOTO_SERVER ARGS`: moto's own server (`python -m moto.server ARGS`), with the answer
+# to "which service serves this host?" remembered. moto works it out again for every request: it
+# lists and stats its own package folder twice and tries ~200 URL patterns: remembered, the
+# server spends a quarter less CPU on test_s3's big test (11.5 s -> 8.5 s). The answer depends on
+# the host alone, and the S3 API itself is untouched. Its request log is left unwritten (it went
+# to /dev/null anyway).
+MOTO_SERVER = r"""
+import logging, sys
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from moto.server import main
+
+look_up, known = DomainDispatcherApplication.get_backend_for_host, {}
+
+def get_backend_for_host(self, host):
+    if host not in known:
+        known[host] = look_up(self, host)
+    return known[host]
+
+DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+main(sys.argv[1:])
+"""
+
 # moto starts in ~1-2 s; far more means it cannot start here.
 START_TIMEOUT_SECONDS = 30.0
 ACCESS_KEY = "AKIAHARVESTERTEST01"
@@ -36,7 +59,7 @@ class S3Server:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.bucket = "harvester-test"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-c", MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -334,15 +334,22 @@ def _pull_rss(
     return done, int(rss.read_text())
 
 
+@pytest.fixture(scope="module")
+def big_reply() -> bytes:
+    """30 MB of valid items (~2 s of CPU to build: once for both framings)."""
+    big = reply_of(*[item(visits=n) for n in range(300_000)])
+    assert len(big) > 30_000_000
+    return big
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_30_mb_reply_is_not_read_past_the_cap_and_memory_stays_bounded(
-    tmp_path: Path, chunked: bool
+    tmp_path: Path, chunked: bool, big_reply: bytes
 ) -> None:
     """A reply far larger than any real one (30 MB of valid items) is quarantined after
     ``api.max_reply_bytes`` (16 MiB by default): at once when its Content-Length says so, after
     16 MiB when it streams; the pull's peak memory stays near the one of ordinary replies."""
-    big = reply_of(*[item(visits=n) for n in range(300_000)])
-    assert len(big) > 30_000_000
+    big = big_reply
     server = ScriptedApi(
         lambda path: (200, big if "20240302" in path else empty_reply()), chunked=chunked
     )

@@ -4,13 +4,17 @@ carried from one run into the next."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from harvester.cli import RUST_LOG_LEVEL
+from harvester.simulator import SimulatorServer, SimulatorSettings
+from harvester.store.tables import JEMALLOC_CONF, JEMALLOC_ENV
 from tests.cli_server import cli_server
-from tests.support import cli_env, run_cli
+from tests.support import cli_env, run_cli, write_config
 
 
 def both(args: list[str], **kwargs: object) -> tuple[subprocess.CompletedProcess[str], ...]:
@@ -34,6 +38,45 @@ def test_a_forked_run_answers_as_a_fresh_interpreter(args: list[str], tmp_path: 
         fresh.stderr,
     )
     assert forked.args == fresh.args
+
+
+def test_a_forked_run_reads_a_store_as_a_fresh_interpreter(tmp_path: Path) -> None:
+    """pyarrow and deltalake come imported from the server (with jemalloc's background thread
+    off): a run that reads a store through them answers exactly as a fresh interpreter does."""
+    if cli_server() is None:
+        pytest.skip("the fork server is off")
+    settings = SimulatorSettings(today=dt.date(2024, 3, 10))
+    with SimulatorServer(settings) as sim:
+        config = write_config(tmp_path, sim, start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 2))
+        pulled = run_cli(
+            ["-q", "pull", "-c", str(config), "--today", "2024-03-10"], env=cli_env(sim)
+        )
+        assert pulled.returncode == 0, pulled.stderr
+    store = str(tmp_path / "store")
+    for args in (
+        ["status", "--store", store, "--json"],
+        ["query", "--store", store, "--format", "csv", "SELECT * FROM calls ORDER BY ALL"],
+    ):
+        forked, fresh = both(args, cwd=tmp_path)
+        assert forked.returncode == fresh.returncode == 0, forked.stderr + fresh.stderr
+        assert (forked.stdout, forked.stderr) == (fresh.stdout, fresh.stderr)
+        assert forked.stdout.strip(), args
+
+
+def test_a_run_setting_what_the_servers_imports_read_gets_a_fresh_interpreter() -> None:
+    """delta-rs reads its log level and jemalloc its settings when they load, in the server: a
+    run that sets them otherwise needs its own interpreter; one that leaves them to the
+    harvester's defaults, or sets those very defaults, does not."""
+    server = cli_server()
+    if server is None:
+        pytest.skip("the fork server is off")
+    base = {k: v for k, v in cli_env().items() if k not in {JEMALLOC_ENV, "RUST_LOG"}}
+    assert not server.needs_fresh_interpreter(base)
+    assert not server.needs_fresh_interpreter({**base, JEMALLOC_ENV: JEMALLOC_CONF})
+    assert not server.needs_fresh_interpreter({**base, "RUST_LOG": RUST_LOG_LEVEL})
+    assert server.needs_fresh_interpreter({**base, "RUST_LOG": "debug"})
+    assert server.needs_fresh_interpreter({**base, JEMALLOC_ENV: "narenas:2"})
+    assert server.needs_fresh_interpreter({**base, "JE_ARROW_MALLOC_CONF": "narenas:2"})
 
 
 def test_each_run_has_its_own_environment_and_folder(tmp_path: Path) -> None:

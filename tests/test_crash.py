@@ -68,8 +68,13 @@ def test_pull_killed_at_random_moments_loses_and_duplicates_nothing(tmp_path: Pa
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             kills += 1
+        # the resuming run is not killed: it flushes at the default sizes (a few commits, not
+        # one per four jobs)
+        resume = write_config(
+            tmp_path, sim, phones=phones, start=START, end=END, name="resume.toml"
+        )
         final = run_cli(
-            ["pull", "-c", str(config), "--json", "--today", "2024-05-01"], env=cli_env(sim)
+            ["pull", "-c", str(resume), "--json", "--today", "2024-05-01"], env=cli_env(sim)
         )
         assert final.returncode == 0, final.stderr
         assert json.loads(final.stdout)["failed"] == []

@@ -162,6 +162,11 @@ def test_deltalake_reader_at_random_moments_of_a_pull_with_refetches_equals_the_
     # 60 days x 3 (30 on S3, where each commit is slower): a re-fetching pull of several seconds
     end = D(2024, 4, 29) if backend is None else D(2024, 3, 30)
     with SimulatorServer(settings) as sim:
+        # the first pull fills the store in a few large flushes (its versions are not sampled);
+        # the re-fetching pull flushes every few jobs, so the samples meet many versions
+        filling, _ = store_config(
+            tmp_path, sim, backend, phones=PHONES, start=START, end=end, name="filling.toml"
+        )
         config, store = store_config(
             tmp_path,
             sim,
@@ -174,7 +179,7 @@ def test_deltalake_reader_at_random_moments_of_a_pull_with_refetches_equals_the_
             flush_seconds=0.1,
         )
         env = store_env(sim)
-        first = run_cli(["pull", "-c", str(config), "--today", "2024-05-01"], env=env)
+        first = run_cli(["pull", "-c", str(filling), "--today", "2024-05-01"], env=env)
         assert first.returncode == 0, first.stderr
         jobs = {(p, d, d) for p in PHONES for d in days(START, end)}
         with_rows = {job for job in jobs if sim.truth_rows(*job)}  # a quiet day has none

@@ -158,7 +158,7 @@ def store_connection(store: Path, *views: str) -> duckdb.DuckDBPyConnection:
     ``ledger_latest``, ``ledger_current``, ``raw_files``, ...) and the bundled ``views`` named,
     defined as :func:`harvester.analysis.connect` defines them.
 
-    Why not ``connect`` itself: it binds every bundled view (~0.3 s of CPU each time), and the
+    Why not ``connect`` itself: it binds all 20 bundled views (~0.3 s of CPU each time), and the
     suite reads stores a few hundred times through one view or none. ``connect`` and every
     view are tested on their own (tests/test_views.py, and through the CLI everywhere)."""
     from harvester.analysis import queries_dir

@@ -174,6 +174,26 @@ def store_connection(store: Path, *views: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def start_python(
+    code: str,
+    args: Sequence[str],
+    *,
+    stdout: int = subprocess.DEVNULL,
+    stderr: int = subprocess.DEVNULL,
+) -> ForkedRun | subprocess.Popen[str]:
+    """``python -c CODE ARGS`` started in a process of its own and left running, for tests that
+    kill a child doing store work: forked from the CLI server like :func:`start_cli` (its
+    imports, pyarrow and deltalake among them, already done: ~0.5 s of CPU a start), else a
+    fresh interpreter. ``stdout``/``stderr``: DEVNULL or PIPE."""
+    env = dict(os.environ)
+    server = _server_for(env)
+    if server is not None:
+        return server.start(args, env, None, stdout, stderr, code)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, stdout=stdout, stderr=stderr, text=True
+    )
+
+
 def stored_rows(store: Path) -> dict[tuple[str, dt.date, dt.date], list[Row]]:
     """Rows of the bundled ``diagnostic_flow`` view grouped by job."""
     con = store_connection(store, "diagnostic_flow")

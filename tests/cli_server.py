@@ -7,7 +7,9 @@ one process per run. The run is still a process of its own, as a user's would be
 stdout and stderr (the caller's pipes, passed over a Unix socket), environment, working folder,
 exit code and interpreter shutdown (atexit, thread joins); it runs ``harvester/__main__.py``
 through ``runpy`` as ``python -m harvester`` does, with ``sys.argv`` and ``sys.path[0]`` as
-that sets them.
+that sets them. It runs ``python -c CODE ARGS`` the same way (a fresh ``__main__``), for tests
+whose child does store work and is killed (tests/test_store_crash.py: a dozen starts that each
+imported pyarrow and deltalake).
 
 What differs from a fresh interpreter, and how that is kept out of the results:
 
@@ -74,7 +76,7 @@ _LOAD_TIME_DEFAULTS = {
 # The server itself: `python -c SERVER SOCKET_PATH`. Runs the forked CLI through runpy, exits
 # when its stdin closes (the test process is gone).
 SERVER = r"""
-import gc, json, os, runpy, selectors, socket, struct, sys, time
+import gc, json, os, runpy, selectors, socket, struct, sys, time, types
 
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as harvester.cli.main does
 before = dict(os.environ)
@@ -122,7 +124,8 @@ def receive(conn):
     return json.loads(data[HEADER.size:]), fds
 
 def run(request, fds):
-    # the run's own stdio, folder and environment, then `python -m harvester ARGS`
+    # the run's own stdio, folder and environment, then `python -m harvester ARGS` (or, given
+    # code, `python -c CODE ARGS`: sys.argv[0] "-c", sys.path[0] "", a fresh __main__)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -132,9 +135,15 @@ def run(request, fds):
     for key, value in set_by_imports.items():
         os.environ.setdefault(key, value)
     time.tzset()
-    sys.path[0] = request["cwd"]
-    sys.argv = ["-m", *request["args"]]
-    runpy.run_module("harvester", run_name="__main__", alter_sys=True)
+    if request.get("code") is None:
+        sys.path[0] = request["cwd"]
+        sys.argv = ["-m", *request["args"]]
+        runpy.run_module("harvester", run_name="__main__", alter_sys=True)
+    else:
+        sys.path[0] = ""
+        sys.argv = ["-c", *request["args"]]
+        main = sys.modules["__main__"] = types.ModuleType("__main__")
+        exec(compile(request["code"], "<string>", "exec"), main.__dict__)
     raise SystemExit(0)
 
 def wait_for(conn, listener):
@@ -246,10 +255,11 @@ class CliServer:
         cwd: Path | None,
         stdout: int,
         stderr: int,
+        code: str | None = None,
     ) -> ForkedRun:
-        """``python -m harvester ARGS`` forked from the server, running on: what
-        ``subprocess.Popen(..., text=True)`` returns, for ``stdout``/``stderr`` each
-        ``subprocess.DEVNULL`` or ``subprocess.PIPE``."""
+        """``python -m harvester ARGS`` (``python -c CODE ARGS`` given ``code``) forked from the
+        server, running on: what ``subprocess.Popen(..., text=True)`` returns, for
+        ``stdout``/``stderr`` each ``subprocess.DEVNULL`` or ``subprocess.PIPE``."""
         ends: list[int] = []
         readers: list[int | None] = []
         for kind in (stdout, stderr):
@@ -263,19 +273,24 @@ class CliServer:
             else:
                 raise ValueError("stdout and stderr: DEVNULL or PIPE")
         try:
-            conn = self._send(args, env, cwd, [0, *ends])
+            conn = self._send(args, env, cwd, [0, *ends], code)
         finally:
             for fd in ends:
                 os.close(fd)
-        return ForkedRun([sys.executable, "-m", "harvester", *args], conn, *readers)
+        command = ["-m", "harvester"] if code is None else ["-c", code]
+        return ForkedRun([sys.executable, *command, *args], conn, *readers)
 
     def _send(
-        self, args: Sequence[str], env: Mapping[str, str], cwd: Path | None, fds: list[int]
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path | None,
+        fds: list[int],
+        code: str | None = None,
     ) -> socket.socket:
         """A connection to the server carrying one run's request and its stdio."""
-        body = json.dumps(
-            {"args": list(args), "env": dict(env), "cwd": str(cwd or os.getcwd())}
-        ).encode()
+        request = {"args": list(args), "env": dict(env), "cwd": str(cwd or os.getcwd())}
+        body = json.dumps({**request, "code": code}).encode()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(self.path)

@@ -11,10 +11,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harvester.simulator import SimulatorServer
 from tests.cli_server import CliServer, ForkedRun, cli_server
+
+if TYPE_CHECKING:
+    import duckdb
 
 PASSWORD_ENV = "VT_TEST_PASSWORD"
 Row = tuple[str, str, str, str, int, int, int, int, int, int]
@@ -150,11 +153,50 @@ def start_cli(
     )
 
 
-def stored_rows(store: Path) -> dict[tuple[str, dt.date, dt.date], list[Row]]:
-    """Rows of the ``diagnostic_flow`` view grouped by job, read through the bundled views."""
-    from harvester.analysis import connect
+def store_connection(store: Path, *views: str) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection to ``store`` with the base relations (``flow_files``,
+    ``ledger_latest``, ``ledger_current``, ``raw_files``, ...) and the bundled ``views`` named,
+    defined as :func:`harvester.analysis.connect` defines them.
 
-    con = connect(store)
+    Why not ``connect`` itself: it binds all 20 bundled views (~0.3 s of CPU each time), and the
+    suite reads stores a few hundred times through one view or none. ``connect`` and every
+    view are tested on their own (tests/test_views.py, and through the CLI everywhere)."""
+    from harvester.analysis import queries_dir
+    from harvester.store import connect_base
+
+    con = connect_base(store)
+    try:
+        for name in views:
+            con.execute((queries_dir() / f"{name}.sql").read_text())
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def start_python(
+    code: str,
+    args: Sequence[str],
+    *,
+    stdout: int = subprocess.DEVNULL,
+    stderr: int = subprocess.DEVNULL,
+) -> ForkedRun | subprocess.Popen[str]:
+    """``python -c CODE ARGS`` started in a process of its own and left running, for tests that
+    kill a child doing store work: forked from the CLI server like :func:`start_cli` (its
+    imports, pyarrow and deltalake among them, already done: ~0.5 s of CPU a start), else a
+    fresh interpreter. ``stdout``/``stderr``: DEVNULL or PIPE."""
+    env = dict(os.environ)
+    server = _server_for(env)
+    if server is not None:
+        return server.start(args, env, None, stdout, stderr, code)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, stdout=stdout, stderr=stderr, text=True
+    )
+
+
+def stored_rows(store: Path) -> dict[tuple[str, dt.date, dt.date], list[Row]]:
+    """Rows of the bundled ``diagnostic_flow`` view grouped by job."""
+    con = store_connection(store, "diagnostic_flow")
     try:
         result = con.execute(
             "SELECT phone, window_start, window_end, application, page, form, item, "
@@ -200,9 +242,7 @@ def assert_store_matches_truth(
 def ledger_states(store: Path) -> dict[str, int]:
     """How many jobs the ledger holds in each current state: each job's latest record, so a job
     whose re-fetch failed counts as failed (``ledger_current`` holds done records only)."""
-    from harvester.analysis import connect
-
-    con = connect(store)
+    con = store_connection(store)
     try:
         res = con.execute("SELECT state, count(*) FROM ledger_latest GROUP BY 1").fetchall()
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ import pytest
 from harvester.cli import RUST_LOG_LEVEL
 from harvester.simulator import SimulatorServer, SimulatorSettings
 from harvester.store.tables import JEMALLOC_CONF, JEMALLOC_ENV
-from tests.cli_server import cli_server
-from tests.support import cli_env, run_cli, write_config
+from tests.cli_server import ForkedRun, cli_server
+from tests.support import cli_env, run_cli, start_python, write_config
 
 
 def both(args: list[str], **kwargs: object) -> tuple[subprocess.CompletedProcess[str], ...]:
@@ -77,6 +78,27 @@ def test_a_run_setting_what_the_servers_imports_read_gets_a_fresh_interpreter() 
     assert server.needs_fresh_interpreter({**base, "RUST_LOG": "debug"})
     assert server.needs_fresh_interpreter({**base, JEMALLOC_ENV: "narenas:2"})
     assert server.needs_fresh_interpreter({**base, "JE_ARROW_MALLOC_CONF": "narenas:2"})
+
+
+def test_python_code_forked_from_the_server_runs_as_python_c_would() -> None:
+    """``start_python`` (the store-crash writers): argv, ``__main__``, ``sys.path[0]``, output
+    and exit code as ``python -c CODE ARGS`` in a fresh interpreter gives them."""
+    if cli_server() is None:
+        pytest.skip("the fork server is off")
+    code = (
+        "import sys\n"
+        "print(sys.argv, __name__, repr(sys.path[0]), flush=True)\n"
+        "print('to stderr', file=sys.stderr)\n"
+        "raise SystemExit(int(sys.argv[1]))\n"
+    )
+    forked = start_python(code, ["3", "x y"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert isinstance(forked, ForkedRun)
+    fresh = subprocess.run(
+        [sys.executable, "-c", code, "3", "x y"], capture_output=True, text=True, check=False
+    )
+    out, err = forked.communicate(timeout=30)
+    assert (forked.returncode, out, err) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert fresh.returncode == 3 and "['-c', '3', 'x y'] __main__ ''" in fresh.stdout
 
 
 def test_each_run_has_its_own_environment_and_folder(tmp_path: Path) -> None:

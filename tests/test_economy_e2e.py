@@ -17,7 +17,14 @@ from typing import Any
 
 from harvester.simulator import Shape, SimulatorServer, SimulatorSettings
 from harvester.store.provenance import load_economy, provenance_counts
-from tests.support import assert_store_matches_truth, cli_env, run_cli, start_cli, write_config
+from tests.support import (
+    assert_store_matches_truth,
+    cli_env,
+    run_cli,
+    start_cli,
+    store_connection,
+    write_config,
+)
 
 D = dt.date
 TODAY = D(2024, 7, 1)
@@ -208,9 +215,7 @@ def test_economy_off_is_one_request_per_day_without_provenance(tmp_path: Path) -
 
 def unproven_days(store: Path) -> list[tuple[Any, ...]]:
     """Ledger records of empty/derived days whose proof's ranges are not in the raw archive."""
-    from harvester.analysis import connect
-
-    con = connect(store)
+    con = store_connection(store)
     try:
         return con.execute(
             """

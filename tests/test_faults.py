@@ -37,6 +37,7 @@ from tests.support import (
     cli_env,
     refused,
     run_cli,
+    store_connection,
     stored_rows,
     write_config,
 )
@@ -81,9 +82,7 @@ def pull_in_process(config_path: Path, sim: SimulatorServer, retry: RetryPolicy)
 
 def ledger(store: Path) -> dict[tuple[str, dt.date, dt.date], str]:
     """Every job's latest ledger state."""
-    from harvester.analysis import connect
-
-    con = connect(store)
+    con = store_connection(store)
     try:
         rows = con.execute(
             "SELECT phone, window_start, window_end, state FROM ledger_latest"

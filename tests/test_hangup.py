@@ -22,9 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from harvester.analysis import connect
 from harvester.simulator import SimulatorServer, SimulatorSettings
-from tests.support import assert_store_matches_truth, cli_env, run_cli, write_config
+from tests.support import (
+    assert_store_matches_truth,
+    cli_env,
+    run_cli,
+    store_connection,
+    write_config,
+)
 
 TODAY = dt.date(2024, 5, 1)
 START, END = dt.date(2024, 3, 1), dt.date(2024, 3, 12)
@@ -69,7 +74,7 @@ def _answered(sim: SimulatorServer) -> set[str]:
 
 
 def _done_paths(store: Path) -> set[str]:
-    con = connect(store)
+    con = store_connection(store)
     try:
         return {
             str(r[0]) for r in con.execute("SELECT request_path FROM ledger_current").fetchall()

@@ -24,7 +24,6 @@ import aiohttp
 import pytest
 
 from harvester import scheduler
-from harvester.analysis import connect
 from harvester.api.client import ApiClient
 from harvester.api.credentials import RENEW_AFTER_SECONDS
 from harvester.config import ApiConfig, Config, Secret, load_config
@@ -42,6 +41,7 @@ from tests.support import (
     cli_env,
     run_cli,
     start_cli,
+    store_connection,
     stored_rows,
     write_config,
 )
@@ -120,7 +120,7 @@ class _AfterJobs:
 
 
 def _ledger(store: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = connect(store)
+    con = store_connection(store)
     try:
         return [tuple(r) for r in con.execute(sql).fetchall()]
     finally:

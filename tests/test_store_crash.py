@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import duckdb
 
 from harvester.store import Store, connect_base, retry_read
+from tests.support import start_python
 
 QUERIES = Path(__file__).resolve().parents[1] / "queries"
 KILLS = 12
@@ -114,14 +114,11 @@ def check(root: Path, *, after_lock: bool = True) -> tuple[int, int]:
 def test_sigkill_at_random_moments_never_duplicates_or_loses_rows(tmp_path: Path) -> None:
     root = tmp_path / "store"
     rng = random.Random(7)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for kill in range(1, KILLS + 1):
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(root), str(kill)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+        # forked from the suite's CLI server, its imports done (a process of its own all the
+        # same: SIGKILL ends it as it would any writer)
+        child = start_python(
+            CHILD, [str(root), str(kill)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         assert child.stdout is not None
         line = child.stdout.readline()

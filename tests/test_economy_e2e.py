@@ -244,16 +244,8 @@ def test_pull_killed_mid_economy_resumes_equal_to_truth_and_never_records_a_day_
     rng = random.Random(20240701)
     with sim_of(shapes=SHAPES, latency=0.01, jitter=0.03) as sim:
         start, end = QUARTER
-        config = write_config(
-            tmp_path,
-            sim,
-            phones=PHONES,
-            start=start,
-            end=end,
-            economy="auto",
-            flush_jobs=4,
-            flush_seconds=0.2,
-        )
+        plan: dict[str, Any] = {"phones": PHONES, "start": start, "end": end, "economy": "auto"}
+        config = write_config(tmp_path, sim, **plan, flush_jobs=4, flush_seconds=0.2)
         store = tmp_path / "store"
         for _ in range(5):
             before = len(sim.log)
@@ -273,15 +265,7 @@ def test_pull_killed_mid_economy_resumes_equal_to_truth_and_never_records_a_day_
                 assert unproven_days(store) == []
         # the resuming run is not killed: it flushes at the default sizes (a few commits, not
         # one per four jobs: ~10 s of commits)
-        resume = write_config(
-            tmp_path,
-            sim,
-            phones=PHONES,
-            start=start,
-            end=end,
-            economy="auto",
-            name="resume.toml",
-        )
+        resume = write_config(tmp_path, sim, **plan, name="resume.toml")
         summary = pull(resume, sim)
         assert summary["failed"] == []
         assert_store_matches_truth(store, sim, PHONES, start, end)

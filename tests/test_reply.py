@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -218,14 +219,16 @@ def test_arbitrary_json(value: Any) -> None:
     _never_raises_anything_else(json.dumps(value).encode())
 
 
-@settings(max_examples=120)
-@given(
-    st.one_of(
-        json_values,
-        st.dictionaries(st.text(max_size=8), st.lists(item_like, max_size=3), max_size=3),
-        st.lists(st.one_of(item_like, json_values), max_size=4),
-    )
+# what may stand under "applications": anything, mappings of item-like lists, lists of items
+application_shapes = st.one_of(
+    json_values,
+    st.dictionaries(st.text(max_size=8), st.lists(item_like, max_size=3), max_size=3),
+    st.lists(st.one_of(item_like, json_values), max_size=4),
 )
+
+
+@settings(max_examples=120)
+@given(application_shapes)
 def test_arbitrary_applications(value: Any) -> None:
     _never_raises_anything_else(json.dumps({"applications": value}).encode())
 
@@ -278,18 +281,16 @@ EDGE_BODIES = [
 ]
 
 
+def _verdict(raw: bytes, parse: Callable[[bytes], ItemRows] = parse_reply) -> object:
+    """The rows ``parse`` reads from ``raw``, or the reason it refuses them."""
+    try:
+        return list(parse(raw).rows())
+    except ReplyError as exc:
+        return f"ReplyError: {exc}"
+
+
 def _standard_verdict(raw: bytes) -> object:
-    try:
-        return list(reply_module._parse_standard(raw).rows())
-    except ReplyError as exc:
-        return f"ReplyError: {exc}"
-
-
-def _verdict(raw: bytes) -> object:
-    try:
-        return list(parse_reply(raw).rows())
-    except ReplyError as exc:
-        return f"ReplyError: {exc}"
+    return _verdict(raw, reply_module._parse_standard)
 
 
 def test_the_fast_decoder_is_installed() -> None:
@@ -303,15 +304,7 @@ def test_the_fast_path_gives_the_standard_verdict_on_edge_cases(raw: bytes) -> N
 
 
 @settings(max_examples=300)
-@given(
-    st.one_of(
-        json_values,
-        st.dictionaries(st.text(max_size=8), st.lists(item_like, max_size=3), max_size=3),
-        st.lists(st.one_of(item_like, json_values), max_size=4),
-        valid_replies,
-    ),
-    st.booleans(),
-)
+@given(st.one_of(application_shapes, valid_replies), st.booleans())
 def test_the_fast_path_gives_the_standard_verdict(value: Any, ascii_only: bool) -> None:
     raw = json.dumps({"applications": value}, ensure_ascii=ascii_only).encode()
     assert _verdict(raw) == _standard_verdict(raw)

@@ -303,7 +303,9 @@ def test_the_fast_path_gives_the_standard_verdict_on_edge_cases(raw: bytes) -> N
     assert _verdict(raw) == _standard_verdict(raw)
 
 
-@settings(max_examples=300)
+# 120 examples: 300 took 9 s of the suite; every run draws new ones, and the edge cases above pin
+# the bodies where the two decoders are known to differ
+@settings(max_examples=120)
 @given(st.one_of(application_shapes, valid_replies), st.booleans())
 def test_the_fast_path_gives_the_standard_verdict(value: Any, ascii_only: bool) -> None:
     raw = json.dumps({"applications": value}, ensure_ascii=ascii_only).encode()

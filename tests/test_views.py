@@ -152,6 +152,21 @@ def test_every_view_runs_and_data_quality_is_empty_on_simulated_data(
     assert query(con, "SELECT * FROM data_quality") == []
 
 
+def test_connections_drop_insertion_order_unless_the_caller_keeps_it(
+    pulled: tuple[Path, SimulatorServer],
+) -> None:
+    # dropping it is what keeps a full read of diagnostic_flow near native tables' speed
+    setting = "SELECT current_setting('preserve_insertion_order')"
+    with connect(pulled[0]) as default:
+        assert default.execute(setting).fetchone() == (False,)
+    with connect(pulled[0], config={"preserve_insertion_order": True}) as kept:
+        assert kept.execute(setting).fetchone() == (True,)
+        ordered = query(kept, "SELECT * FROM diagnostic_flow")
+    with connect(pulled[0]) as default:
+        unordered = query(default, "SELECT * FROM diagnostic_flow")
+    assert len(ordered) > 100 and sorted(map(repr, unordered)) == sorted(map(repr, ordered))
+
+
 def test_item_kinds_match_the_simulated_call_flows(con: duckdb.DuckDBPyConnection) -> None:
     kinds = query(con, "SELECT * FROM item_kinds")
     assert len(kinds) >= 20

@@ -125,7 +125,8 @@ def connect(
     false; a ``config`` of your own can set it back). Keeping that order made DuckDB read the
     table's files with less parallelism: ``SELECT * FROM diagnostic_flow`` of 7.6 M rows took
     1.53x the time the same rows take from native DuckDB tables, against 1.25x without it
-    (docs/benchmarks.md). Every bundled view that has an order says it.
+    (in-process, interleaved; ``benchmarks/store.py``: 1.11x, see docs/benchmarks.md). Every
+    bundled view that has an order says so in its SQL.
     """
     if date_from is not None and date_to is not None and date_from > date_to:
         raise UsageError(f"date_from {date_from} is after date_to {date_to}")

@@ -162,6 +162,13 @@ def collect(con: duckdb.DuckDBPyConnection) -> ReportData:
             "CAST(sum(abs(difference)) AS BIGINT) AS total_difference "
             "FROM report_quality GROUP BY level, rule ORDER BY cases DESC, rule",
         ),
-        quality_rows=_rows(con, "SELECT * FROM report_quality LIMIT ?", QUALITY_ROWS),
+        # data_quality's own order: a table made from it keeps none (the connection drops
+        # insertion order), so the first rows are asked for by it
+        quality_rows=_rows(
+            con,
+            "SELECT * FROM report_quality "
+            "ORDER BY window_start, phone, application, level, rule, page, form, item LIMIT ?",
+            QUALITY_ROWS,
+        ),
         partial=partial_windows(con),
     )

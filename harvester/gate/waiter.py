@@ -148,12 +148,12 @@ class QuotaGate:
             now = self._clock.monotonic()
             recheck = self._model.verdict(now)
             if recheck is None:
-                if not self._pacer.has_capacity():
-                    await self._pacer.acquire()  # waits: the budget may change meanwhile
+                # with a token there, acquire() returns at once and the verdict still holds
+                waits = not self._pacer.has_capacity()
+                await self._pacer.acquire()
+                if waits:  # the budget may have changed while pacing waited
                     now = self._clock.monotonic()
                     recheck = self._model.verdict(now)
-                else:  # a token is there: acquire() returns at once and nothing can change
-                    await self._pacer.acquire()
                 if recheck is None:
                     self._raise_if_stalled()  # a reply may have come in while pacing
                     return self._model.grant(now)
